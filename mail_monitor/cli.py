@@ -1,0 +1,273 @@
+"""Command line: ``mail-monitor run | check-config | init | status | notify-test``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mail_monitor import __version__
+from mail_monitor.config import (
+    DEFAULT_CONFIG_PATH,
+    TLS_MODES,
+    Config,
+    ConfigError,
+    format_duration,
+    load_config,
+    parse_config,
+)
+from mail_monitor.logs import setup_logging
+from mail_monitor.results import Status
+
+log = logging.getLogger("mail_monitor")
+
+ADHOC_FLAGS = ("smtp_host", "imap_host", "username", "password_file")
+
+
+class UsageError(Exception):
+    """The monitor cannot do its job as asked: exit 3 (UNKNOWN)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3 (UNKNOWN), not argparse's 2, which means CRITICAL here."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(int(Status.UNKNOWN))
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path,
+                        help=f"TOML configuration (default: $MAIL_MONITOR_CONFIG or {DEFAULT_CONFIG_PATH})")
+    adhoc = parser.add_argument_group("ad-hoc check without a config file (one account mailing itself)")
+    adhoc.add_argument("--smtp-host")
+    adhoc.add_argument("--smtp-port", type=int)
+    adhoc.add_argument("--smtp-tls", choices=TLS_MODES, default="starttls")
+    adhoc.add_argument("--imap-host")
+    adhoc.add_argument("--imap-port", type=int)
+    adhoc.add_argument("--imap-tls", choices=TLS_MODES, default="implicit")
+    adhoc.add_argument("--username", help="login name (also the sender address unless --address)")
+    adhoc.add_argument("--address", help="sender address (default: --username)")
+    adhoc.add_argument("--password-file", help="file holding the password (never pass it as a flag)")
+    adhoc.add_argument("--test-recipient", help="send to this address instead (must reach the IMAP account)")
+    adhoc.add_argument("--ca-file", help="trust this CA for both servers")
+    adhoc.add_argument("--extra-folder", action="append", default=[], dest="extra_folders",
+                       help="also look here (repeatable), e.g. Junk")
+    adhoc.add_argument("--receive-timeout", default="60s")
+    adhoc.add_argument("--deadline", default="3m")
+    adhoc.add_argument("--state-file", help="remember results here (default: no state)")
+    adhoc.add_argument("--metrics-textfile", help="write Prometheus metrics here (a .prom file)")
+    adhoc.add_argument("--ntfy-topic")
+    adhoc.add_argument("--ntfy-server", default="https://ntfy.sh")
+    adhoc.add_argument("--ntfy-token-file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mail-monitor",
+        description="End-to-end monitor for your own mail server: IMAP, SMTP, delivery, TLS.",
+        epilog="Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitor could not do its job).",
+    )
+    parser.add_argument("--version", action="version", version=f"mail-monitor {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run every check once")
+    _config_arguments(run)
+    run.add_argument("--format", choices=("text", "json", "influx"), default="text")
+    run.add_argument("--no-notify", action="store_true", help="send no alerts (still queued in state)")
+    run.add_argument("--no-state", action="store_true", help="neither read nor write the state file")
+
+    check = sub.add_parser("check-config", help="validate and print the resolved config (secrets redacted)")
+    _config_arguments(check)
+
+    init = sub.add_parser("init", help="write an annotated example configuration")
+    init.add_argument("path", nargs="?", type=Path, help="where to write it (default: stdout)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _adhoc_requested(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) for name in ADHOC_FLAGS)
+
+
+def adhoc_config(args: argparse.Namespace) -> Config:
+    """The single-account configuration from flags, validated by the same loader as files."""
+    missing = [f"--{n.replace('_', '-')}" for n in ADHOC_FLAGS if not getattr(args, n)]
+    if missing:
+        raise ConfigError(f"<command line>: missing {', '.join(missing)} (or use --config FILE)")
+    address = args.address or args.username
+    smtp: dict[str, Any] = {"host": args.smtp_host, "tls": args.smtp_tls}
+    imap: dict[str, Any] = {"host": args.imap_host, "tls": args.imap_tls,
+                            "extra_folders": list(args.extra_folders)}
+    for table, port in ((smtp, args.smtp_port), (imap, args.imap_port)):
+        if port is not None:
+            table["port"] = port
+        if args.ca_file:
+            table["ca_file"] = args.ca_file
+    self_account = {"address": address, "username": args.username,
+                    "password_file": args.password_file, "smtp": smtp, "imap": imap}
+    accounts: dict[str, Any] = {"self": self_account}
+    to = "self"
+    if args.test_recipient and args.test_recipient != address:
+        accounts["recipient"] = {"address": args.test_recipient, "username": args.username,
+                                 "password_file": args.password_file, "imap": imap}
+        to = "recipient"
+    data: dict[str, Any] = {
+        "monitor": {"deadline": args.deadline, "state_file": args.state_file or ""},
+        "accounts": accounts,
+        "routes": [{"name": "self", "from": "self", "to": to, "receive_timeout": args.receive_timeout}],
+    }
+    if not args.state_file:
+        del data["monitor"]["state_file"]
+    if args.metrics_textfile:
+        data["metrics"] = {"textfile": args.metrics_textfile}
+    if args.ntfy_topic:
+        ntfy: dict[str, Any] = {"topic": args.ntfy_topic, "server": args.ntfy_server}
+        if args.ntfy_token_file:
+            ntfy["token_file"] = args.ntfy_token_file
+        data["alerts"] = {"ntfy": ntfy}
+    config = parse_config(data, "<command line>")
+    if not args.state_file:
+        config = _without_state(config)
+    return config
+
+
+def _without_state(config: Config) -> Config:
+    from dataclasses import replace
+
+    return replace(config, monitor=replace(config.monitor, state_file=None))
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    if _adhoc_requested(args):
+        if args.config:
+            raise ConfigError("<command line>: use either --config or the ad-hoc flags, not both")
+        return adhoc_config(args)
+    path = args.config or Path(os.environ.get("MAIL_MONITOR_CONFIG") or DEFAULT_CONFIG_PATH)
+    return load_config(path)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The resolved configuration as plain data: secret file paths, never secret values."""
+
+    def endpoint(e: Any) -> dict[str, Any] | None:
+        if e is None:
+            return None
+        out = {"host": e.host, "port": e.port, "tls": e.tls}
+        if e.ca_file:
+            out["ca_file"] = str(e.ca_file)
+        if hasattr(e, "extra_folders"):
+            out["extra_folders"] = list(e.extra_folders)
+        return out
+
+    m = config.monitor
+    data: dict[str, Any] = {
+        "monitor": {
+            "state_file": str(m.state_file) if m.state_file else "",
+            "deadline": format_duration(m.deadline),
+            "timeout": format_duration(m.timeout),
+            "subject_prefix": m.subject_prefix,
+            "delete_test_mail": m.delete_test_mail,
+            "stale_after": format_duration(m.stale_after),
+            "tls_warn_days": int(m.tls_warn_days),
+            "max_parallel": m.max_parallel,
+            "instance": m.instance,
+        },
+        "accounts": {},
+        "routes": [
+            {"name": r.name, "from": r.sender.name, "to": r.recipient.name,
+             "receive_timeout": format_duration(r.receive_timeout),
+             "slow_after": format_duration(r.slow_after)}
+            for r in config.routes
+        ],
+    }
+    for name, account in config.accounts.items():
+        entry: dict[str, Any] = {"address": account.address, "username": account.username,
+                                 "password_file": account.password_file}
+        for kind in ("smtp", "imap"):
+            rendered = endpoint(getattr(account, kind))
+            if rendered is not None:
+                entry[kind] = rendered
+        data["accounts"][name] = entry
+    if config.ntfy is not None:
+        n = config.ntfy
+        ntfy: dict[str, Any] = {"server": n.server, "topic": n.topic, "after_failures": n.after_failures,
+                                "remind_every": format_duration(n.remind_every)}
+        for key in ("token_file", "username", "password_file", "click"):
+            if getattr(n, key):
+                ntfy[key] = getattr(n, key)
+        if n.ca_file:
+            ntfy["ca_file"] = str(n.ca_file)
+        data["alerts"] = {"ntfy": ntfy}
+    if config.metrics_textfile:
+        data["metrics"] = {"textfile": str(config.metrics_textfile)}
+    return data
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    config = resolve_config(args)
+    sys.stdout.write(f"# {config.source}: OK (secrets read and redacted)\n")
+    sys.stdout.write(tomli_w.dumps(redacted(config)))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from mail_monitor.example import example_config
+
+    text = example_config()
+    if args.path is None:
+        sys.stdout.write(text)
+        return 0
+    path: Path = args.path
+    if path.exists() and not args.force:
+        raise UsageError(f"{path}: already exists (use --force to overwrite)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from mail_monitor.files import write_atomic
+
+        write_atomic(path, text.encode(), mode=0o600)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+    print(f"wrote {path}; edit it, then: mail-monitor check-config -c {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mail_monitor.app import run_once
+
+    config = resolve_config(args)
+    return run_once(config, fmt=args.format, notify=not args.no_notify, use_state=not args.no_state)
+
+
+COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "init": cmd_init}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return int(Status.UNKNOWN)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError) as exc:
+        print(f"mail-monitor: {exc}", file=sys.stderr)
+        return int(Status.UNKNOWN)
+    except KeyboardInterrupt:
+        print("mail-monitor: interrupted", file=sys.stderr)
+        return int(Status.UNKNOWN)

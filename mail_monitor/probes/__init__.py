@@ -1,0 +1,1 @@
+"""Network probes. They speak IMAP, SMTP and TLS and know nothing of state, alerts or files."""

@@ -1,0 +1,349 @@
+"""IMAP: log in, watch for the test mail on the open session, and clean up after the monitor.
+
+The wait is the part that decides how truthful the roundtrip is. Dovecot (like
+most servers) sends IDLE news about half a second late, so the first seconds are
+watched by polling the selected INBOX with NOOP every 50 ms (20 commands a second
+at most); a SEARCH is sent only when NOOP reports new messages, and only over the
+UIDs that arrived since the wait began, so the cost does not grow with the mailbox.
+Long waits back off towards one poll a second and then IDLE where offered.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from mail_monitor.config import ImapEndpoint, Secret
+from mail_monitor.deadline import Deadline
+from mail_monitor.probes.smtp import TOKEN_HEADER
+from mail_monitor.probes.tls import client_context, peer_certificate
+from mail_monitor.results import Certificate
+
+MIN_COMMAND_SPACING = 0.05  # at most 20 commands a second while waiting
+FAST_PHASE = 5.0  # poll at full speed this long
+BACKOFF_PHASE = 15.0  # then slow down to SLOW_INTERVAL by this point
+SLOW_INTERVAL = 1.0
+IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
+EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth command
+
+
+class ImapLoginError(Exception):
+    """The server refused the credentials."""
+
+
+@dataclass
+class Sighting:
+    folder: str
+    uid: int
+    seen: float  # monotonic estimate of when the mail became visible
+    uncertainty: float  # +/- seconds around ``seen``
+    commands: int  # IMAP commands sent while waiting
+
+
+@dataclass
+class _Folder:
+    name: str
+    uidnext: int
+
+
+class ImapSession:
+    """One logged-in IMAP session used for the auth check, the wait and the cleanup."""
+
+    def __init__(self, endpoint: ImapEndpoint, deadline: Deadline) -> None:
+        self.endpoint = endpoint
+        self.deadline = deadline
+        self.certificate: Certificate | None = None
+        self.selected: str | None = None
+        self._folders: dict[str, _Folder] = {}
+        self.client = IMAPClient(
+            endpoint.host,
+            port=endpoint.port,
+            ssl=endpoint.tls == "implicit",
+            ssl_context=client_context(endpoint.ca_file),
+            timeout=deadline.timeout(),
+        )
+        try:
+            if endpoint.tls == "starttls":
+                self._refresh_timeout()
+                self.client.starttls(client_context(endpoint.ca_file))
+            self.certificate = peer_certificate(self.client.socket(), endpoint.label)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _refresh_timeout(self, limit: float | None = None) -> None:
+        self.client.socket().settimeout(self.deadline.timeout(limit))
+
+    def login(self, username: str, password: Secret) -> None:
+        self._refresh_timeout()
+        try:
+            self.client.login(username, password.reveal())
+        except LoginError as exc:
+            raise ImapLoginError(f"login refused: {_server_text(exc)}") from None
+
+    def close(self) -> None:
+        try:
+            self._refresh_timeout(2.0)
+            self.client.logout()
+        except Exception:  # noqa: BLE001 - best effort, the session is done either way
+            try:
+                self.client.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _select(self, folder: str) -> dict[bytes, Any]:
+        self._refresh_timeout()
+        info: dict[bytes, Any] = self.client.select_folder(folder)
+        self.selected = folder
+        return info
+
+    # -- before sending --------------------------------------------------------
+
+    def prepare(self, extra_folders: Sequence[str]) -> None:
+        """Select INBOX and note where new mail will start in every watched folder."""
+        info = self._select("INBOX")
+        self._folders = {"INBOX": _Folder("INBOX", int(info.get(b"UIDNEXT", 1)))}
+        for name in extra_folders:
+            self._folders[name] = _Folder(name, self._status_uidnext(name))
+
+    def _status_uidnext(self, folder: str) -> int:
+        self._refresh_timeout()
+        status = self.client.folder_status(folder, [b"UIDNEXT"])
+        return int(status[b"UIDNEXT"])
+
+    # -- the wait --------------------------------------------------------------
+
+    def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None:
+        """Watch every folder for ``token`` until found or ``timeout`` after ``sent``.
+
+        ``seen`` is the midpoint between the last look that did not find the mail
+        and the first that did: the truest estimate one can make at 20 commands a
+        second, off by half the poll gap at most.
+        """
+        pacer = _Pacer(end=min(sent + timeout, self.deadline.at))
+        extras = [f for f in self._folders if f != "INBOX"]
+        idle_ok = b"IDLE" in self.client.capabilities()
+        last_miss = dict.fromkeys(self._folders, sent)  # per folder: last look that missed
+        turn = 0
+        while True:
+            elapsed = time.monotonic() - sent
+            interval = _poll_interval(elapsed)
+            turn += 1
+            if extras and _extra_folder_due(turn, elapsed):
+                # Another folder (Junk...): STATUS tells cheaply whether anything arrived.
+                folder = self._folders[extras[(turn // 2) % len(extras)]]
+                if not pacer.wait(interval):
+                    return None
+                before = time.monotonic()
+                uidnext = self._status_uidnext(folder.name)
+                after = time.monotonic()
+                if uidnext > folder.uidnext:
+                    found = self._search_new(folder, token, pacer)
+                    if pacer.wait(MIN_COMMAND_SPACING):
+                        self._select("INBOX")
+                    if found is not None:
+                        return _sighting(folder.name, found, last_miss[folder.name], before, after,
+                                         pacer.count)
+                    folder.uidnext = uidnext  # nothing of ours below it: look further on only
+                last_miss[folder.name] = (before + after) / 2
+                continue
+
+            if not pacer.wait(interval):
+                return None
+            before = time.monotonic()
+            if idle_ok and elapsed > BACKOFF_PHASE:
+                news = self._idle(min(IDLE_CYCLE, pacer.end - time.monotonic()))
+            else:
+                self._refresh_timeout()
+                news = _has_new(self.client.noop()[1])
+            after = time.monotonic()
+            if news:
+                inbox = self._folders["INBOX"]
+                found = self._search_new(inbox, token, pacer)
+                if found is not None:
+                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer.count)
+                last_miss["INBOX"] = time.monotonic()
+            else:
+                last_miss["INBOX"] = (before + after) / 2
+
+    def _idle(self, seconds: float) -> bool:
+        self._refresh_timeout()
+        self.client.idle()
+        try:
+            self.client.socket().settimeout(None)
+            responses = self.client.idle_check(timeout=max(0.0, seconds))
+        finally:
+            self._refresh_timeout()
+            _, done = self.client.idle_done()
+        return _has_new(list(responses) + list(done))
+
+    def _search_new(self, folder: _Folder, token: str, pacer: _Pacer) -> int | None:
+        """UID SEARCH over the UIDs that arrived since we last looked (flat cost)."""
+        if self.selected != folder.name:
+            if not pacer.wait(MIN_COMMAND_SPACING):
+                return None
+            self._select(folder.name)
+        if not pacer.wait(MIN_COMMAND_SPACING):
+            return None
+        self._refresh_timeout()
+        uids = self.client.search(["UID", f"{folder.uidnext}:*", "HEADER", TOKEN_HEADER, token])
+        # "n:*" also matches the highest UID when it is below n: filter those out.
+        found = [int(u) for u in uids if int(u) >= folder.uidnext]
+        return min(found) if found else None
+
+    # -- after the wait ---------------------------------------------------------
+
+    def delivery_seconds(self, folder: str, uid: int) -> float | None:
+        """Server-side delivery time: newest minus oldest Received header (1 s resolution)."""
+        if self.selected != folder:
+            self._select(folder)
+        self._refresh_timeout()
+        data = self.client.fetch([uid], ["BODY.PEEK[HEADER.FIELDS (RECEIVED)]"])
+        raw = data.get(uid, {}).get(b"BODY[HEADER.FIELDS (RECEIVED)]", b"")
+        stamps = []
+        for value in BytesHeaderParser().parsebytes(raw).get_all("Received", []):
+            _, _, date = str(value).rpartition(";")
+            try:
+                parsed = email.utils.parsedate_to_datetime(date.strip())
+            except (TypeError, ValueError):
+                continue
+            stamps.append(parsed.timestamp())
+        if len(stamps) < 2:
+            return None
+        return max(0.0, max(stamps) - min(stamps))
+
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
+        """Delete mails, but only those that verifiably carry our header and subject prefix."""
+        uids = list(uids)
+        if not uids:
+            return 0
+        if self.selected != folder:
+            self._select(folder)
+        self._refresh_timeout()
+        fields = f"BODY.PEEK[HEADER.FIELDS (SUBJECT {TOKEN_HEADER.upper()})]"
+        data = self.client.fetch(uids, [fields])
+        ours = [uid for uid, item in data.items() if _is_monitor_mail(_header_bytes(item), prefix)]
+        if not ours:
+            return 0
+        self._refresh_timeout()
+        self.client.add_flags(ours, [b"\\Deleted"], silent=True)
+        if self.client.has_capability("UIDPLUS"):
+            # UID EXPUNGE removes only these; a plain EXPUNGE would also remove mail the
+            # user flagged \Deleted, which is not ours to remove.
+            self.client.uid_expunge(ours)
+        return len(ours)
+
+    def find_stale(self, folder: str, prefix: str, older_than: float) -> list[int]:
+        """Monitor mails received more than ``older_than`` seconds ago (left by failed runs)."""
+        if self.selected != folder:
+            self._select(folder)
+        self._refresh_timeout()
+        uids = self.client.search(["HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+        if not uids:
+            return []
+        self._refresh_timeout()
+        dates = self.client.fetch(uids, ["INTERNALDATE"])
+        cutoff = time.time() - older_than
+        stale = []
+        for uid, item in dates.items():
+            received = item.get(b"INTERNALDATE")
+            if received is not None and _timestamp(received) < cutoff:
+                stale.append(int(uid))
+        return stale
+
+    @property
+    def folders(self) -> list[str]:
+        return list(self._folders)
+
+
+class _Pacer:
+    """Spaces commands at least MIN_COMMAND_SPACING apart and counts them."""
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.count = 0
+        self._next = time.monotonic()
+
+    def wait(self, interval: float) -> bool:
+        """Sleep until the next command may go out; False if that would pass ``end``."""
+        now = time.monotonic()
+        start = max(now, self._next)
+        if start >= self.end:
+            return False
+        if start > now:
+            time.sleep(start - now)
+        self._next = start + max(interval, MIN_COMMAND_SPACING)
+        self.count += 1
+        return True
+
+
+def _extra_folder_due(turn: int, elapsed: float) -> bool:
+    """In the fast phase every Nth command looks at another folder; later every other one."""
+    if elapsed <= FAST_PHASE:
+        return turn % EXTRA_FOLDER_EVERY == 0
+    return turn % 2 == 0
+
+
+def _poll_interval(elapsed: float) -> float:
+    if elapsed <= FAST_PHASE:
+        return MIN_COMMAND_SPACING
+    if elapsed >= BACKOFF_PHASE:
+        return SLOW_INTERVAL
+    share = (elapsed - FAST_PHASE) / (BACKOFF_PHASE - FAST_PHASE)
+    return MIN_COMMAND_SPACING + share * (SLOW_INTERVAL - MIN_COMMAND_SPACING)
+
+
+def _has_new(responses: Iterable[Any]) -> bool:
+    for response in responses:
+        if isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT"):
+            return True
+    return False
+
+
+def _sighting(folder: str, uid: int, last_miss: float, before: float, after: float,
+              commands: int) -> Sighting:
+    hit = (before + after) / 2
+    return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, commands)
+
+
+def _header_bytes(item: dict[bytes, Any]) -> bytes:
+    for key, value in item.items():
+        if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
+            return value
+    return b""
+
+
+def _is_monitor_mail(raw_headers: bytes, prefix: str) -> bool:
+    headers = BytesHeaderParser().parsebytes(raw_headers)
+    token = headers.get(TOKEN_HEADER)
+    subject = headers.get("Subject")
+    if not token or not str(token).strip() or subject is None:
+        return False
+    decoded = str(make_header(decode_header(str(subject))))
+    return decoded.startswith(prefix + " ")
+
+
+def _timestamp(value: Any) -> float:
+    if hasattr(value, "timestamp"):
+        # imapclient returns naive local datetimes for INTERNALDATE by default.
+        return float(value.timestamp())
+    return time.time()
+
+
+def _server_text(exc: BaseException) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:-1]
+    return " ".join(text.split()) or "authentication failed"
+
+

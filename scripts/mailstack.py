@@ -1,0 +1,612 @@
+#!/usr/bin/env python3
+"""A throw-away Postfix + Dovecot on loopback, for tests, benchmarks and demos.
+
+Everything lives in one temporary directory: a private CA, server certificates,
+Dovecot (IMAP with STARTTLS and implicit TLS, LMTP, SASL for Postfix, passwd-file
+users, Maildir) and Postfix (submission with STARTTLS and with implicit TLS, SMTP
+AUTH through Dovecot, delivery over LMTP). Nothing touches /etc.
+
+Run ``scripts/mailstack start`` for a demo stack that stays up until Ctrl-C and
+prints a ready-to-use mail-monitor configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAIN = "example.test"
+MAIL_USER = "mail"  # Dovecot refuses to deliver as root; Debian's "mail" user has no login.
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for_exit(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- CA
+
+
+@dataclass
+class CertificateAuthority:
+    """A private CA that signs server certificates with chosen names and dates."""
+
+    directory: Path
+    name: str = "mailstack test CA"
+
+    def __post_init__(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._x509, self._hashes, self._ec = x509, hashes, ec
+        self._serialization, self._oid = serialization, NameOID
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = self.directory / f"{self.name.replace(' ', '-')}.pem"
+        self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self,
+        stem: str,
+        names: tuple[str, ...] = ("localhost",),
+        ips: tuple[str, ...] = ("127.0.0.1",),
+        valid_from: dt.datetime | None = None,
+        valid_until: dt.datetime | None = None,
+    ) -> tuple[Path, Path]:
+        """Write ``stem.crt`` (leaf + CA) and ``stem.key``; return their paths."""
+        import ipaddress
+
+        x509, ser = self._x509, self._serialization
+        now = dt.datetime.now(dt.UTC)
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(self._oid.COMMON_NAME, names[0])]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid_from or now - dt.timedelta(days=1))
+            .not_valid_after(valid_until or now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, self._hashes.SHA256())
+        )
+        cert_path = self.directory / f"{stem}.crt"
+        key_path = self.directory / f"{stem}.key"
+        cert_path.write_bytes(
+            cert.public_bytes(ser.Encoding.PEM) + self.cert.public_bytes(ser.Encoding.PEM)
+        )
+        key_path.write_bytes(
+            key.private_bytes(
+                ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()
+            )
+        )
+        key_path.chmod(0o640)
+        return cert_path, key_path
+
+
+# ----------------------------------------------------------------------- config
+
+DOVECOT_CONF = """\
+instance_name = mailstack-{tag}
+base_dir = {root}/dovecot-run
+state_dir = {root}/dovecot-state
+log_path = {root}/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+first_valid_uid = 1
+mail_uid = {mail_uid}
+mail_gid = {mail_gid}
+mail_location = maildir:~/Maildir
+mail_home = {root}/mail/%n
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+# Dovecot's own default (10 per user and IP) is what real servers run with.
+mail_max_userip_connections = {max_userip}
+default_client_limit = 2000
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = yes
+lda_mailbox_autocreate = yes
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+ssl_min_protocol = TLSv1.2
+login_greeting = mailstack ready
+log_timestamp = "%Y-%m-%d %H:%M:%S "
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid={mail_uid} gid={mail_gid}
+}}
+namespace inbox {{
+  inbox = yes
+  mailbox Junk {{
+    auto = create
+    special_use = \\Junk
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+  process_min_avail = 2
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+service auth {{
+  unix_listener {root}/dovecot-auth {{
+    mode = 0666
+  }}
+}}
+protocol lmtp {{
+  auth_username_format = %n@%d
+}}
+"""
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/postfix-queue
+data_directory = {root}/postfix-data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mail.{domain}
+mydomain = {domain}
+myorigin = {domain}
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = {root}/postfix.log
+maillog_file_prefixes = {root}
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+append_dot_mydomain = no
+smtputf8_enable = no
+service_throttle_time = 1s
+virtual_mailbox_domains = {domain}
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+smtpd_reject_unlisted_recipient = no
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {root}/dovecot-auth
+smtpd_sasl_auth_enable = yes
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+lmtp_tls_security_level = none
+"""
+
+# Every service runs unchrooted (column 5 = n) so the temp dir paths work as they are.
+POSTFIX_MASTER_CF = """\
+127.0.0.1:{submission_port} inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+127.0.0.1:{submissions_port} inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
+127.0.0.1:{plain_port} inet n - n - - smtpd
+  -o smtpd_tls_security_level=none
+  -o smtpd_tls_auth_only=no
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+@dataclass
+class Account:
+    address: str
+    password: str
+
+
+@dataclass
+class MailStack:
+    """Real Postfix + Dovecot on loopback high ports; ``start()``/``stop()`` them."""
+
+    root: Path
+    lmtp_target_port: int | None = None  # Postfix delivers here (a relay for benches)
+    max_userip_connections: int = 10
+    imap_port: int = field(default_factory=free_port)
+    imaps_port: int = field(default_factory=free_port)
+    lmtp_port: int = field(default_factory=free_port)
+    submission_port: int = field(default_factory=free_port)
+    submissions_port: int = field(default_factory=free_port)
+    plain_port: int = field(default_factory=free_port)  # submission without TLS, for tls = "none"
+    accounts: dict[str, Account] = field(default_factory=dict)
+
+    host = "localhost"
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Postfix and the mail user must traverse every directory to the stack's files.
+        for parent in [self.root, *self.root.parents]:
+            if parent.stat().st_mode & 0o005 != 0o005:
+                parent.chmod(parent.stat().st_mode | 0o005)
+        self.ca = CertificateAuthority(self.root / "tls")
+        self.cert, self.key = self.ca.issue("server", names=("localhost", f"mail.{DOMAIN}"))
+        self.key.chmod(0o644)  # read by postfix smtpd as well as dovecot
+        self.tag = self.root.name.replace("_", "-").lower()[-20:]
+        self._dovecot_pid: int | None = None
+
+    # -- users ---------------------------------------------------------------
+
+    def add_user(self, local: str, password: str) -> Account:
+        account = Account(f"{local}@{DOMAIN}", password)
+        self.accounts[local] = account
+        self._write_users()
+        return account
+
+    def _write_users(self) -> None:
+        lines = [f"{a.address}:{{PLAIN}}{a.password}\n" for a in self.accounts.values()]
+        users = self.root / "users"
+        tmp = users.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.chmod(0o644)
+        tmp.replace(users)
+
+    def maildir(self, local: str) -> Path:
+        return self.root / "mail" / local / "Maildir"
+
+    # -- daemons -------------------------------------------------------------
+
+    def _mail_ids(self) -> tuple[int, int]:
+        return pwd.getpwnam(MAIL_USER).pw_uid, grp.getgrnam(MAIL_USER).gr_gid
+
+    def write_config(self, cert: Path | None = None, key: Path | None = None) -> None:
+        uid, gid = self._mail_ids()
+        params = {
+            "root": self.root,
+            "tag": self.tag,
+            "domain": DOMAIN,
+            "mail_uid": uid,
+            "mail_gid": gid,
+            "cert": cert or self.cert,
+            "key": key or self.key,
+            "imap_port": self.imap_port,
+            "imaps_port": self.imaps_port,
+            "lmtp_port": self.lmtp_port,
+            "submission_port": self.submission_port,
+            "submissions_port": self.submissions_port,
+            "plain_port": self.plain_port,
+            "max_userip": self.max_userip_connections,
+        }
+        for name in ("dovecot-run", "dovecot-state", "postfix", "postfix-data", "postfix-queue"):
+            (self.root / name).mkdir(exist_ok=True)
+        postfix_uid = pwd.getpwnam("postfix").pw_uid
+        os.chown(self.root / "postfix-data", postfix_uid, -1)
+        mail = self.root / "mail"
+        mail.mkdir(exist_ok=True)
+        os.chown(mail, uid, gid)
+        (self.root / "dovecot.conf").write_text(DOVECOT_CONF.format(**params))
+        postfix = dict(params, lmtp_port=self.lmtp_target_port or self.lmtp_port)
+        (self.root / "postfix" / "main.cf").write_text(POSTFIX_MAIN_CF.format(**postfix))
+        (self.root / "postfix" / "master.cf").write_text(POSTFIX_MASTER_CF.format(**postfix))
+        if not (self.root / "users").exists():
+            self._write_users()
+
+    def start(self) -> MailStack:
+        self.write_config()
+        try:
+            self.start_dovecot()
+            self.start_postfix()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_dovecot(self) -> None:
+        # Dovecot's master keeps the caller's stderr open: never pipe it.
+        with open(self.root / "dovecot.start.log", "ab") as log:
+            subprocess.run(
+                ["dovecot", "-c", str(self.root / "dovecot.conf")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
+            )
+        pid_file = self.root / "dovecot-run" / "master.pid"
+        deadline = time.monotonic() + 15
+        while not pid_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot did not start:\n{self.log_tail()}")
+            time.sleep(0.02)
+        for port in (self.imap_port, self.imaps_port, self.lmtp_port):
+            wait_for_port("127.0.0.1", port)
+        self._dovecot_pid = int(pid_file.read_text())
+
+    def stop_dovecot(self) -> None:
+        pid_file = self.root / "dovecot-run" / "master.pid"
+        if not pid_file.exists():
+            return
+        # Children (auth, imap) can outlive "dovecot stop": stop the whole process group.
+        pids = self._dovecot_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        wait_for_exit(pids)
+        pid_file.unlink(missing_ok=True)
+        self._dovecot_pid = None
+
+    def _dovecot_pids(self) -> list[int]:
+        """The master and every process that names our config or instance."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if f"mailstack-{self.tag}".encode() in cmdline or f"{self.root}/dovecot.conf".encode() in cmdline:
+                pids.append(int(proc.name))
+        if self._dovecot_pid and self._dovecot_pid not in pids:
+            pids.append(self._dovecot_pid)
+        return pids
+
+    def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
+        # postfix-script reports startup problems only to a terminal or syslog: give it a pty.
+        return subprocess.run(
+            ["script", "-qec", f"postfix -c {self.root / 'postfix'} {command}", "/dev/null"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )
+
+    def start_postfix(self) -> None:
+        done = self._postfix("start")
+        if done.returncode != 0:
+            log = (self.root / "postfix.log").read_text() if (self.root / "postfix.log").exists() else ""
+            raise RuntimeError(f"postfix start failed: {done.stdout}{done.stderr}\n{log[-2000:]}")
+        for port in (self.submission_port, self.submissions_port):
+            wait_for_port("127.0.0.1", port)
+
+    def stop_postfix(self) -> None:
+        pid_file = self.root / "postfix-queue" / "pid" / "master.pid"
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            return
+        self._postfix("stop")
+        wait_for_exit([pid])
+        # Wait for the listeners to go away too.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.submission_port), timeout=0.2).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stop_postfix()
+        self.stop_dovecot()
+
+    def use_certificate(self, cert: Path, key: Path) -> None:
+        """Restart Dovecot and Postfix serving another certificate."""
+        key.chmod(0o644)
+        self.stop()
+        self.write_config(cert, key)
+        self.start_dovecot()
+        self.start_postfix()
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- helpers for tests -----------------------------------------------------
+
+    def config_toml(self, local: str, password_file: Path, **route: str) -> str:
+        """A mail-monitor configuration for one account that mails itself."""
+        account = self.accounts[local]
+        extra = "".join(f'{k} = "{v}"\n' for k, v in route.items())
+        return (
+            "[monitor]\n"
+            f'state_file = "{self.root}/state.json"\n'
+            'deadline = "60s"\n\n'
+            "[accounts.self]\n"
+            f'address = "{account.address}"\n'
+            f'password_file = "{password_file}"\n'
+            f'smtp = {{ host = "{self.host}", port = {self.submission_port}, tls = "starttls", '
+            f'ca_file = "{self.ca.ca_file}" }}\n'
+            f'imap = {{ host = "{self.host}", port = {self.imaps_port}, tls = "implicit", '
+            f'ca_file = "{self.ca.ca_file}", extra_folders = ["Junk"] }}\n\n'
+            '[[routes]]\nname = "self"\nfrom = "self"\nto = "self"\nreceive_timeout = "30s"\n'
+            + extra
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for name in ("dovecot.log", "postfix.log"):
+            path = self.root / name
+            if path.exists():
+                out.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
+        return "\n".join(out)
+
+
+def run_demo(fmt: str) -> int:
+    """One real check against a fresh local stack: the quickest way to see what a run does."""
+    root = Path(tempfile.mkdtemp(prefix="mailstack-demo-"))
+    stack = MailStack(root)
+    stack.add_user("monitor", "demo-password")
+    password_file = root / "monitor.password"
+    password_file.write_text("demo-password\n")
+    password_file.chmod(0o600)
+    print(f"starting Postfix + Dovecot in {root} ...", file=sys.stderr)
+    stack.start()
+    try:
+        config_path = root / "mail-monitor.toml"
+        config_path.write_text(stack.config_toml("monitor", password_file))
+        print(f"$ mail-monitor run --config {config_path} --no-state", file=sys.stderr)
+        done = subprocess.run(
+            [sys.executable, "-m", "mail_monitor", "run", "--config", str(config_path), "--no-state",
+             "--format", fmt],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return done.returncode
+    finally:
+        stack.destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start a demo stack and keep it running until Ctrl-C")
+    start.add_argument("--dir", type=Path, help="directory for the stack (default: a new temp dir)")
+    start.add_argument("--config-out", type=Path, help="also write the mail-monitor config here")
+    start.add_argument("--ready-file", type=Path, help="touch this file once the stack is up")
+    demo = sub.add_parser("demo", help="start a stack, run one real mail-monitor check against it, stop")
+    demo.add_argument("--format", default="text", choices=("text", "json", "influx"))
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return run_demo(args.format)
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="mailstack-"))
+    stack = MailStack(root)
+    stack.add_user("monitor", "demo-password")
+    password_file = root / "monitor.password"
+    password_file.write_text("demo-password\n")
+    password_file.chmod(0o600)
+    stack.start()
+    config = stack.config_toml("monitor", password_file)
+    config_path = args.config_out or root / "mail-monitor.toml"
+    config_path.write_text(config)
+    print(f"mail stack up in {root}", file=sys.stderr)
+    print(f"  IMAP STARTTLS 127.0.0.1:{stack.imap_port}, IMAPS {stack.imaps_port}", file=sys.stderr)
+    print(f"  submission STARTTLS {stack.submission_port}, submissions {stack.submissions_port}",
+          file=sys.stderr)
+    print(f"  account monitor@{DOMAIN}, password in {password_file}", file=sys.stderr)
+    print(f"  config: {config_path}", file=sys.stderr)
+    print(f"try:  mail-monitor run --config {config_path} --no-state", file=sys.stderr)
+    if args.ready_file:
+        args.ready_file.touch()
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        stack.destroy() if args.dir is None else stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""End to end against a real Postfix + Dovecot: healthy runs and every fault we promise to catch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import imaplib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    PASSWORDS,
+    account_toml,
+    imap_login,
+    monitor_toml,
+    route_toml,
+    run_cli,
+    subjects,
+)
+from mailstack import MailStack
+
+pytestmark = pytest.mark.mailstack
+
+
+def run_json(config: Path, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    done = run_cli("run", "-c", str(config), "--format", "json", "--no-state", *extra)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def outcomes(report: dict, route: str = "self") -> dict[str, str]:  # type: ignore[type-arg]
+    route_report = next(r for r in report["routes"] if r["route"] == route)
+    return {name: check["outcome"] for name, check in route_report["checks"].items()}
+
+
+def message(report: dict, check: str, route: str = "self") -> str:  # type: ignore[type-arg]
+    route_report = next(r for r in report["routes"] if r["route"] == route)
+    return str(route_report["checks"][check]["message"])
+
+
+def self_config(stack: MailStack, secrets_dir: Path, **account: object) -> str:
+    return (monitor_toml() + account_toml(stack, "self", "monitor", secrets_dir, **account)  # type: ignore[arg-type]
+            + route_toml("self", "self", "self"))
+
+
+def assert_no_password(*texts: str) -> None:
+    for text in texts:
+        for password in PASSWORDS.values():
+            assert password not in text
+
+
+# --------------------------------------------------------------------------- healthy
+
+
+def test_healthy_run_checks_everything_and_deletes_the_test_mail(stack, secrets_dir, write_config):
+    before = subjects(stack, "monitor")
+    code, report, stderr = run_json(write_config(self_config(stack, secrets_dir)))
+    assert code == 0, report
+    assert outcomes(report) == {"imap_auth": "ok", "smtp_auth": "ok", "send": "ok",
+                                "receive": "ok", "cleanup": "ok", "tls": "ok"}
+    route = report["routes"][0]
+    assert route["folder"] == "INBOX" and route["in_spam"] is False
+    assert 0 < route["roundtrip_seconds"] < 20
+    assert route["roundtrip_uncertainty_seconds"] <= 0.05  # 20 polls a second at most
+    assert route["seen_at"] > route["submitted_at"]
+    assert route["delivery_seconds"] is not None and route["delivery_seconds"] >= 0
+    assert {c["endpoint"] for c in route["certificates"]} == {
+        f"localhost:{stack.imaps_port}", f"localhost:{stack.submission_port}"}
+    assert subjects(stack, "monitor") == before  # the test mail is gone again
+    assert_no_password(json.dumps(report), stderr)
+
+
+@pytest.mark.parametrize(
+    ("smtp_tls", "smtp_port", "imap_tls", "imap_port"),
+    [
+        ("implicit", "submissions_port", "starttls", "imap_port"),
+        ("none", "plain_port", "none", "imap_port"),
+    ],
+    ids=["smtps+imap-starttls", "plain-both"],
+)
+def test_other_tls_modes(stack, secrets_dir, write_config, smtp_tls, smtp_port, imap_tls, imap_port):
+    config = write_config(self_config(stack, secrets_dir, smtp_tls=smtp_tls, smtp_port=getattr(stack, smtp_port),
+                                      imap_tls=imap_tls, imap_port=getattr(stack, imap_port)))
+    code, report, _ = run_json(config)
+    assert code == 0, report
+    assert outcomes(report)["receive"] == "ok"
+    if smtp_tls == "none":
+        assert outcomes(report)["tls"] == "skipped"
+        assert "no TLS configured" in message(report, "tls")
+    else:
+        assert outcomes(report)["tls"] == "ok"
+
+
+def test_starttls_is_required_when_configured(stack, secrets_dir, write_config):
+    # The plain port offers no STARTTLS: a "starttls" endpoint must refuse to go on in clear text.
+    config = write_config(self_config(stack, secrets_dir, smtp_port=stack.plain_port))
+    code, report, _ = run_json(config)
+    assert code == 2
+    assert outcomes(report)["smtp_auth"] == "failed"
+    assert "STARTTLS" in message(report, "smtp_auth")
+
+
+def test_test_mail_is_a_proper_message(stack, secrets_dir, write_config):
+    config = write_config(monitor_toml(delete_test_mail=False)
+                          + account_toml(stack, "self", "other", secrets_dir)
+                          + route_toml("proper", "self", "self"))
+    code, report, _ = run_json(config)
+    assert code == 0, report
+    client = imap_login(stack, "other")
+    try:
+        client.select("INBOX")
+        _, data = client.search(None, "HEADER", "X-Mail-Monitor-Token", '""')
+        ids = data[0].split()
+        assert len(ids) == 1
+        _, fetched = client.fetch(ids[0], "(BODY.PEEK[])")
+        raw = next(part[1] for part in fetched if isinstance(part, tuple))
+        mail = email.message_from_bytes(raw)
+        assert str(mail["Message-ID"]).startswith("<") and mail["Date"], raw
+        assert mail["Subject"].startswith("[mail-monitor] proper ")
+        assert mail["Auto-Submitted"] == "auto-generated"
+        body = mail.get_payload(decode=True).decode()
+        assert "automated test message" in body and len(body) > 50
+        client.store(ids[0], "+FLAGS", "\\Deleted")
+        client.expunge()
+    finally:
+        client.logout()
+
+
+def test_adhoc_flags_without_a_config_file(stack, secrets_dir):
+    done = run_cli(
+        "run", "--format", "json",
+        "--smtp-host", "localhost", "--smtp-port", str(stack.submission_port),
+        "--imap-host", "localhost", "--imap-port", str(stack.imaps_port),
+        "--username", stack.accounts["monitor"].address,
+        "--password-file", str(secrets_dir / "monitor"),
+        "--ca-file", str(stack.ca.ca_file), "--receive-timeout", "20s",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["status"] == "OK"
+
+
+def test_routes_run_concurrently(stack, secrets_dir, write_config):
+    config = write_config(
+        monitor_toml()
+        + account_toml(stack, "a", "monitor", secrets_dir)
+        + account_toml(stack, "b", "other", secrets_dir)
+        + route_toml("a-to-b", "a", "b") + route_toml("b-to-a", "b", "a") + route_toml("a-to-a", "a", "a")
+    )
+    code, report, _ = run_json(config)
+    assert code == 0, report
+    assert [r["route"] for r in report["routes"]] == ["a-to-b", "b-to-a", "a-to-a"]
+    starts = [r["submitted_at"] for r in report["routes"]]
+    ends = [r["seen_at"] for r in report["routes"]]
+    # Concurrent, not one after the other: every route was submitted before any other was seen... roughly.
+    assert max(starts) < max(ends) and min(ends) > min(starts)
+    assert max(starts) - min(starts) < sum(r["roundtrip_seconds"] for r in report["routes"]) + 0.5
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_mail_in_junk_is_a_warning(stack, secrets_dir, write_config):
+    # Dovecot's lmtp_save_to_detail_mailbox files user+Junk@ into Junk, as a spam filter would.
+    config = write_config(
+        monitor_toml()
+        + account_toml(stack, "self", "junkuser", secrets_dir, address="junkuser+Junk@example.test")
+        + route_toml("self", "self", "self")
+    )
+    code, report, _ = run_json(config)
+    assert code == 1, report
+    assert outcomes(report)["receive"] == "warning"
+    assert "Junk" in message(report, "receive")
+    assert report["routes"][0]["in_spam"] is True
+    assert subjects(stack, "junkuser", "Junk") == []  # cleaned up there too
+
+
+def test_undelivered_mail_fails_receive(stack, secrets_dir, write_config):
+    # Postfix accepts mail for an unknown user; Dovecot's LMTP bounces it: it never arrives.
+    config = write_config(
+        monitor_toml()
+        + account_toml(stack, "self", "monitor", secrets_dir, address="nobody-here@example.test")
+        + route_toml("self", "self", "self", receive_timeout="3s")
+    )
+    code, report, _ = run_json(config)
+    assert code == 2
+    assert outcomes(report)["receive"] == "failed"
+    assert "did not arrive within 3s" in message(report, "receive")
+    assert outcomes(report)["cleanup"] == "ok"
+
+
+def test_slow_delivery_is_a_warning(stack, secrets_dir, write_config):
+    config = write_config(monitor_toml() + account_toml(stack, "self", "monitor", secrets_dir)
+                          + route_toml("self", "self", "self", slow_after="1ms"))
+    code, report, _ = run_json(config)
+    assert code == 1
+    assert outcomes(report)["receive"] == "warning"
+    assert "slow delivery" in message(report, "receive")
+
+
+def test_certificate_expiring_soon_is_a_warning(stack, secrets_dir, write_config):
+    config = write_config(monitor_toml(tls_warn_days=200) + account_toml(stack, "self", "monitor", secrets_dir)
+                          + route_toml("self", "self", "self"))
+    code, report, _ = run_json(config)
+    assert code == 1
+    assert outcomes(report)["tls"] == "warning"
+    assert "expires within 200 days" in message(report, "tls")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_wrong_password_fails_auth_and_skips_the_rest(stack, secrets_dir, write_config):
+    config = write_config(self_config(stack, secrets_dir, password="wrong"))
+    done = run_cli("run", "-c", str(config), "--no-state")
+    assert done.returncode == 2
+    code, report, stderr = run_json(config)
+    assert code == 2
+    assert outcomes(report) == {"imap_auth": "failed", "smtp_auth": "failed", "send": "skipped",
+                                "receive": "skipped", "cleanup": "skipped", "tls": "ok"}
+    assert "authentication failed" in message(report, "smtp_auth").lower()
+    assert "auth" in message(report, "imap_auth").lower()
+    assert message(report, "send") == "smtp_auth failed"
+    assert "not-the-password" not in done.stdout + done.stderr + json.dumps(report) + stderr
+
+
+def test_dovecot_down(stack, secrets_dir, write_config):
+    config = write_config(self_config(stack, secrets_dir))
+    stack.stop_dovecot()
+    try:
+        code, report, _ = run_json(config)
+    finally:
+        stack.start_dovecot()
+    assert code == 2
+    checks = outcomes(report)
+    assert checks["imap_auth"] == "failed"
+    assert "connection refused" in message(report, "imap_auth")
+    assert checks["send"] == "skipped" and checks["receive"] == "skipped"
+
+
+def test_postfix_down(stack, secrets_dir, write_config):
+    config = write_config(self_config(stack, secrets_dir))
+    stack.stop_postfix()
+    try:
+        code, report, _ = run_json(config)
+    finally:
+        stack.start_postfix()
+    assert code == 2
+    checks = outcomes(report)
+    assert checks["smtp_auth"] == "failed" and checks["imap_auth"] == "ok"
+    assert "connection refused" in message(report, "smtp_auth")
+    assert checks["send"] == "skipped" and checks["receive"] == "skipped"
+    assert checks["cleanup"] == "ok"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("silent", ["imap", "smtp"])
+def test_silent_server_cannot_outlast_the_deadline(stack, secrets_dir, write_config, black_hole, silent):
+    account = {"imap_port": black_hole} if silent == "imap" else {"smtp_port": black_hole}
+    config = write_config(monitor_toml(deadline="4s") + account_toml(stack, "self", "monitor", secrets_dir,
+                                                                     **account)  # type: ignore[arg-type]
+                          + route_toml("self", "self", "self"))
+    started = time.monotonic()
+    code, report, _ = run_json(config)
+    elapsed = time.monotonic() - started
+    assert code == 2
+    assert outcomes(report)[f"{silent}_auth"] == "failed"
+    assert "timed out" in message(report, f"{silent}_auth")
+    assert report["duration_seconds"] <= 4.0
+    assert elapsed < 4.0 + 3.0  # the deadline plus interpreter start-up, never the 30s step timeout
+
+
+def test_unknown_ca_is_refused(stack, secrets_dir, write_config, tmp_path):
+    from mailstack import CertificateAuthority
+
+    stranger = CertificateAuthority(tmp_path / "other-ca", name="some other CA")
+    config = write_config(self_config(stack, secrets_dir, ca_file=stranger.ca_file))
+    code, report, _ = run_json(config)
+    assert code == 2
+    checks = outcomes(report)
+    assert checks["imap_auth"] == "failed" and checks["smtp_auth"] == "failed"
+    assert "certificate verification failed" in message(report, "imap_auth")
+    assert "not trusted" in message(report, "imap_auth")
+    assert checks["tls"] == "failed"
+
+
+def test_expired_and_wrong_host_certificates(stack, secrets_dir, write_config):
+    config = write_config(self_config(stack, secrets_dir))
+    now = dt.datetime.now(dt.UTC)
+    expired = stack.ca.issue("expired", valid_from=now - dt.timedelta(days=100),
+                             valid_until=now - dt.timedelta(days=1))
+    wrong_host = stack.ca.issue("wrong-host", names=("elsewhere.example.org",), ips=())
+    try:
+        stack.use_certificate(*expired)
+        code, report, _ = run_json(config)
+        assert code == 2
+        assert "expired" in message(report, "imap_auth")
+        assert outcomes(report)["tls"] == "failed"
+
+        stack.use_certificate(*wrong_host)
+        code, report, _ = run_json(config)
+        assert code == 2
+        assert "not valid for this host" in message(report, "smtp_auth")
+    finally:
+        stack.use_certificate(stack.cert, stack.key)
+    code, report, _ = run_json(config)
+    assert code == 0, report
+
+
+# --------------------------------------------------------------------------- cleanup safety
+
+
+def _append(client: imaplib.IMAP4_SSL, folder: str, subject: str, *, token: str | None,
+            age: dt.timedelta, flags: str = "") -> None:
+    headers = f"From: someone@example.test\r\nTo: cleanup@example.test\r\nSubject: {subject}\r\n"
+    if token is not None:
+        headers += f"X-Mail-Monitor-Token: {token}\r\n"
+    raw = (headers + "\r\nbody\r\n").encode()
+    when = imaplib.Time2Internaldate(time.time() - age.total_seconds())
+    status, _ = client.append(folder, flags, when, raw)
+    assert status == "OK"
+
+
+def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_config):
+    old, fresh = dt.timedelta(hours=3), dt.timedelta(minutes=1)
+    keep = {
+        "INBOX": [
+            ("Lunch on Friday?", None, old, ""),
+            ("[mail-monitor] look-alike without the header", None, old, ""),
+            ("Re: [mail-monitor] self 123-abc", "123-abc", old, ""),  # header, but no prefix
+            ("[mail-monitor]self glued prefix", "124-abc", old, ""),
+            ("[mail-monitor] self fresh-one", "125-abc", fresh, ""),  # ours, but not stale yet
+            ("Deleted by the user, not expunged", None, old, "\\Deleted"),
+        ],
+        "Junk": [("Buy now", None, old, "")],
+    }
+    stale = {"INBOX": [("[mail-monitor] self 1-dead", "1-dead", old, "")],
+             "Junk": [("[mail-monitor] self 2-dead", "2-dead", old, "")]}
+    client = imap_login(stack, "cleanup")
+    try:
+        for folder in ("INBOX", "Junk"):
+            for subject, token, age, flags in keep[folder] + stale[folder]:
+                _append(client, folder, subject, token=token, age=age, flags=flags)
+    finally:
+        client.logout()
+
+    config = write_config(monitor_toml(stale_after="1h") + account_toml(stack, "self", "cleanup", secrets_dir)
+                          + route_toml("self", "self", "self"))
+    code, report, _ = run_json(config)
+    assert code == 0, report
+    assert report["routes"][0]["stale_deleted"] == 2
+    for folder in ("INBOX", "Junk"):
+        assert sorted(subjects(stack, "cleanup", folder)) == sorted(s for s, *_ in keep[folder])
