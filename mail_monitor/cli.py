@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mail_monitor.config import (
 )
 from mail_monitor.logs import setup_logging
 from mail_monitor.results import Status
+from mail_monitor.state import StateError
 
 log = logging.getLogger("mail_monitor")
 
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate and print the resolved config (secrets redacted)")
     _config_arguments(check)
+
+    status = sub.add_parser("status", help="what the last runs found (reads the state file)")
+    _config_arguments(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+
+    notify = sub.add_parser("notify-test", help="send a test notification to the configured ntfy topic")
+    _config_arguments(notify)
 
     init = sub.add_parser("init", help="write an annotated example configuration")
     init.add_argument("path", nargs="?", type=Path, help="where to write it (default: stdout)")
@@ -253,7 +262,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_once(config, fmt=args.format, notify=not args.no_notify, use_state=not args.no_state)
 
 
-COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "init": cmd_init}
+def _ago(now: float, then: float | None) -> str:
+    if then is None:
+        return "never"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then))
+    seconds = int(now - then)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{stamp} ({seconds // size}{unit} ago)"
+    return f"{stamp} ({seconds}s ago)"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from mail_monitor.state import StateStore, as_dict
+
+    config = resolve_config(args)
+    if config.monitor.state_file is None:
+        raise UsageError("no state file configured (set monitor.state_file or --state-file)")
+    path = config.monitor.state_file
+    if not path.exists():
+        raise UsageError(f"{path}: no state yet (no run has completed)")
+    state = StateStore(path).load()
+    code = {"OK": 0, "WARNING": 1, "CRITICAL": 2}.get(state.status, 3)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(as_dict(state), indent=2) + "\n")
+        return code
+    now = time.time()
+    lines = [f"status: {state.status} since {_ago(now, state.status_since)}",
+             f"last run: {_ago(now, state.last_run)}; {state.runs_total} runs"]
+    failing, warning = [], []
+    for route, checks in sorted(state.checks.items()):
+        for name, check in sorted(checks.items()):
+            if not check.ok:
+                failing.append(f"  {route}/{name}: failing since {_ago(now, check.since)}, "
+                               f"{check.consecutive_failures} run(s) in a row: {check.last_error}")
+            elif check.outcome == "warning":
+                warning.append(f"  {route}/{name}: {check.last_error}")
+    if failing:
+        lines += ["failing:", *failing]
+    if warning:
+        lines += ["warnings:", *warning]
+    if state.last_roundtrip:
+        trips = ", ".join(f"{route} {seconds:.2f}s" for route, seconds in sorted(state.last_roundtrip.items()))
+        lines.append(f"last roundtrip: {trips}")
+    if state.queue:
+        lines.append(f"alerts waiting for delivery: {len(state.queue)}")
+        for alert in state.queue:
+            lines.append(f"  #{alert.id} {alert.kind} \"{alert.title}\" ({alert.attempts} attempt(s)"
+                         + (f", last error: {alert.last_error})" if alert.last_error else ")"))
+    sys.stdout.write("\n".join(lines) + "\n")
+    return code
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from mail_monitor.deadline import Deadline
+    from mail_monitor.ntfy import notify_test
+
+    config = resolve_config(args)
+    if config.ntfy is None:
+        raise UsageError(f"{config.source}: alerts.ntfy: not configured; nothing to test")
+    deadline = Deadline(max(config.ntfy.timeout * (config.ntfy.retries + 1) + 10, 30), config.ntfy.timeout)
+    delivery = notify_test(config.ntfy, config.monitor.instance, deadline)
+    target = f"{config.ntfy.server}/{config.ntfy.topic}"
+    if delivery.ok:
+        print(f"sent a test notification to {target}: server answered {delivery.status}")
+        return 0
+    print(f"mail-monitor: could not notify {target}: {delivery.detail}", file=sys.stderr)
+    return int(Status.UNKNOWN)
+
+
+COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "init": cmd_init, "status": cmd_status,
+            "notify-test": cmd_notify_test}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(Status.UNKNOWN)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, StateError) as exc:
         print(f"mail-monitor: {exc}", file=sys.stderr)
         return int(Status.UNKNOWN)
     except KeyboardInterrupt:

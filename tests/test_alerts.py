@@ -1,0 +1,136 @@
+"""Every alert transition, as a pure function: no network, no files."""
+
+from __future__ import annotations
+
+from mail_monitor.alerts import AlertPolicy, evaluate
+from mail_monitor.results import CheckResult, Outcome, RouteResult, RunResult
+from mail_monitor.state import State
+
+T0 = 1_800_000_000.0
+MINUTE = 60.0
+
+
+def run(at: float, *failing: str, warning: str | None = None) -> RunResult:
+    """A one-route run; ``failing`` names failed checks, later ones are skipped."""
+    checks = {}
+    for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls"):
+        if name in failing:
+            checks[name] = CheckResult(name, Outcome.FAILED, 0.1, f"{name} broke")
+        elif failing and name in ("send", "receive") and not {"send", "receive"} & set(failing):
+            checks[name] = CheckResult(name, Outcome.SKIPPED, message="earlier check failed")
+        elif name == warning:
+            checks[name] = CheckResult(name, Outcome.WARNING, 0.1, "landed in Junk")
+        else:
+            checks[name] = CheckResult(name, Outcome.OK, 0.1)
+    route = RouteResult("self", checks, roundtrip=None if failing else 1.5)
+    return RunResult(started_at=at, duration=2.0, routes=[route], instance="mx1")
+
+
+def sequence(policy: AlertPolicy, *runs: RunResult, state: State | None = None) -> tuple[State, list[list[str]]]:
+    state = state or State()
+    kinds = []
+    for result in runs:
+        state, alerts = evaluate(state, result, policy, result.started_at + 2)
+        kinds.append([a.kind for a in alerts])
+    return state, kinds
+
+
+def test_healthy_first_run_sends_nothing() -> None:
+    state, kinds = sequence(AlertPolicy(), run(T0))
+    assert kinds == [[]]
+    assert state.queue == [] and state.runs_total == 1 and not state.first_run
+
+
+def test_first_run_already_failing_alerts() -> None:
+    state, kinds = sequence(AlertPolicy(), run(T0, "smtp_auth"))
+    assert kinds == [["failure"]]
+    alert = state.queue[0]
+    assert alert.priority == 4 and alert.tags == ["rotating_light"]
+    assert alert.title == "Mail broken on mx1: self"
+    assert "self/smtp_auth: smtp_auth broke" in alert.message
+
+
+def test_outage_alerts_once_then_recovers_once_with_duration() -> None:
+    state, kinds = sequence(
+        AlertPolicy(),
+        run(T0), run(T0 + 5 * MINUTE, "receive"), run(T0 + 10 * MINUTE, "receive"),
+        run(T0 + 15 * MINUTE, "receive"), run(T0 + 20 * MINUTE), run(T0 + 25 * MINUTE),
+    )
+    assert kinds == [[], ["failure"], [], [], ["recovery"], []]
+    recovery = state.queue[-1]
+    assert recovery.priority == 3 and recovery.tags == ["white_check_mark"]
+    assert "after 15m" in recovery.message  # broken from the first failed run to the healthy one
+    assert state.incident is None and state.consecutive_failed_runs == 0
+
+
+def test_after_failures_waits_for_consecutive_failed_runs() -> None:
+    _, kinds = sequence(
+        AlertPolicy(after_failures=3),
+        run(T0, "receive"), run(T0 + MINUTE, "receive"), run(T0 + 2 * MINUTE),  # blip: no alert at all
+        run(T0 + 3 * MINUTE, "receive"), run(T0 + 4 * MINUTE, "receive"), run(T0 + 5 * MINUTE, "receive"),
+        run(T0 + 6 * MINUTE),
+    )
+    assert kinds == [[], [], [], [], [], ["failure"], ["recovery"]]
+
+
+def test_change_while_failing_sends_one_update() -> None:
+    state, kinds = sequence(
+        AlertPolicy(),
+        run(T0, "receive"), run(T0 + MINUTE, "receive", "tls"), run(T0 + 2 * MINUTE, "receive", "tls"),
+        run(T0 + 3 * MINUTE, "tls"),
+    )
+    assert kinds == [["failure"], ["update"], [], ["update"]]
+    last = state.queue[-1]
+    assert "Working again: self/receive" in last.message and "self/tls" in last.message
+
+
+def test_reminders_every_interval_while_failing() -> None:
+    _, kinds = sequence(
+        AlertPolicy(remind_every=60 * MINUTE),
+        run(T0, "imap_auth"), run(T0 + 30 * MINUTE, "imap_auth"), run(T0 + 61 * MINUTE, "imap_auth"),
+        run(T0 + 90 * MINUTE, "imap_auth"), run(T0 + 122 * MINUTE, "imap_auth"), run(T0 + 130 * MINUTE),
+    )
+    assert kinds == [["failure"], [], ["reminder"], [], ["reminder"], ["recovery"]]
+
+
+def test_no_reminders_by_default() -> None:
+    _, kinds = sequence(AlertPolicy(), *(run(T0 + i * 600 * MINUTE, "imap_auth") for i in range(5)))
+    assert kinds == [["failure"], [], [], [], []]
+
+
+def test_warnings_are_not_outages() -> None:
+    state, kinds = sequence(AlertPolicy(), run(T0, warning="receive"), run(T0 + MINUTE, warning="receive"))
+    assert kinds == [[], []]
+    assert state.status == "WARNING"
+    assert state.checks["self"]["receive"].outcome == "warning"
+
+
+def test_disabled_policy_tracks_state_but_queues_nothing() -> None:
+    state, kinds = sequence(AlertPolicy(enabled=False), run(T0, "send"))
+    assert kinds == [[]] and state.queue == []
+    assert state.checks["self"]["send"].consecutive_failures == 1
+
+
+def test_check_state_and_counters() -> None:
+    state, _ = sequence(AlertPolicy(), run(T0), run(T0 + MINUTE, "smtp_auth"), run(T0 + 2 * MINUTE, "smtp_auth"))
+    smtp = state.checks["self"]["smtp_auth"]
+    assert (smtp.ok, smtp.since, smtp.consecutive_failures, smtp.failures_total) == (False, T0 + MINUTE + 2, 2, 2)
+    assert smtp.last_success == T0 + 2 and smtp.last_error == "smtp_auth broke"
+    # Skipped checks keep what they knew: receive was ok and is not marked failing.
+    assert state.checks["self"]["receive"].ok
+    assert state.runs_total == 3 and state.status == "CRITICAL" and state.status_since == T0 + MINUTE + 2
+    state, _ = sequence(AlertPolicy(), run(T0 + 3 * MINUTE), state=state)
+    assert state.checks["self"]["smtp_auth"].failures_total == 2  # a counter: never goes down
+    assert state.checks["self"]["smtp_auth"].consecutive_failures == 0
+
+
+def test_alert_ids_are_unique_and_ordered() -> None:
+    state, _ = sequence(AlertPolicy(), run(T0, "send"), run(T0 + MINUTE, "send", "tls"), run(T0 + 2 * MINUTE))
+    assert [a.id for a in state.queue] == ["1", "2", "3"]
+
+
+def test_state_round_trips_through_json() -> None:
+    state, _ = sequence(AlertPolicy(), run(T0, "send"), run(T0 + MINUTE, "send", "tls"))
+    again = State.from_json(state.to_json())
+    assert again.to_json() == state.to_json()
+    assert again.queue[1].kind == "update" and again.incident is not None

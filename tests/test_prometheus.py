@@ -1,0 +1,66 @@
+"""The shipped alert rules and dashboard: valid for promtool, and tied to metrics we really export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mail_monitor.metrics import render_metrics
+from mail_monitor.results import Certificate, CheckResult, Outcome, RouteResult, RunResult
+from mail_monitor.state import State
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+RULES = DOCS / "prometheus" / "mail-monitor.rules.yml"
+RULES_TEST = Path(__file__).resolve().parent / "prometheus" / "rules_test.yml"
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed (Debian package prometheus; run .ci/run)")
+    return subprocess.run(["promtool", *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def exported_names() -> set[str]:
+    route = RouteResult("self", {"receive": CheckResult("receive", Outcome.OK, 1.0)}, roundtrip=1.0, delivery=0.0,
+                        certificates=[Certificate("mx:993", 2e9)])
+    result = RunResult(started_at=1.8e9, duration=1.1, routes=[route], instance="mx")
+    state = State()
+    from mail_monitor.alerts import AlertPolicy, evaluate
+
+    state, _ = evaluate(state, result, AlertPolicy(), 1.8e9)
+    text = render_metrics(result, state, 0).decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_rules_pass_promtool_check():
+    done = promtool("check", "rules", str(RULES))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 8 rules found" in done.stdout
+
+
+def test_rules_pass_their_unit_tests():
+    done = promtool("test", "rules", str(RULES_TEST))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rules_and_dashboard_use_only_exported_metrics():
+    names = exported_names()
+    used = set(re.findall(r"\bmail_monitor_[a-z_]+", RULES.read_text()))
+    dashboard = json.loads((DOCS / "grafana" / "mail-monitor.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bmail_monitor_[a-z_]+", target["expr"]))
+    assert used, "nothing references our metrics"
+    assert used <= names, f"unknown metrics: {used - names}"
+
+
+def test_exported_metrics_pass_promtool():
+    route = RouteResult("self", {"receive": CheckResult("receive", Outcome.FAILED, 1.0, "lost")})
+    result = RunResult(started_at=1.8e9, duration=1.1, routes=[route], instance="mx")
+    done = promtool("check", "metrics", stdin=render_metrics(result, State(), 2).decode())
+    assert done.returncode == 0, done.stdout + done.stderr
