@@ -70,3 +70,13 @@ def test_pacer_never_exceeds_twenty_commands_a_second() -> None:
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(stamps) == pacer.count <= 11
     assert min(gaps) >= MIN_COMMAND_SPACING - 0.002
+
+
+def test_version_is_the_same_everywhere() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from mail_monitor import __version__
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == __version__
