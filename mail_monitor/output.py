@@ -42,6 +42,7 @@ def _route_dict(route: RouteResult) -> dict[str, Any]:
         "in_spam": route.in_spam,
         "stale_deleted": route.stale_deleted,
         "imap_commands_while_waiting": route.imap_commands,
+        "imap_wait_seconds": _round(route.imap_wait_seconds),
         "checks": {
             c.name: {"outcome": c.outcome.value, "duration_seconds": _round(c.duration), "message": c.message}
             for c in route.checks.values()

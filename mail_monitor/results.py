@@ -70,6 +70,7 @@ class RouteResult:
     in_spam: bool = False
     stale_deleted: int = 0
     imap_commands: int = 0  # commands sent while waiting for the mail
+    imap_wait_seconds: float | None = None  # how long that wait lasted
     certificates: list[Certificate] = field(default_factory=list)
 
     @property

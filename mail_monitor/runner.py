@@ -178,6 +178,7 @@ class _RouteRun:
             result.seen_at = (result.submitted_at or 0.0) + roundtrip
             result.folder = found.folder
             result.imap_commands = found.commands
+            result.imap_wait_seconds = found.waited
             result.in_spam = found.folder != "INBOX"
         if result.in_spam:
             check.outcome = Outcome.WARNING

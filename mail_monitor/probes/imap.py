@@ -11,6 +11,7 @@ Long waits back off towards one poll a second and then IDLE where offered.
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Sighting:
     seen: float  # monotonic estimate of when the mail became visible
     uncertainty: float  # +/- seconds around ``seen``
     commands: int  # IMAP commands sent while waiting
+    waited: float  # seconds from the start of the wait until the mail was found
 
 
 @dataclass
@@ -131,6 +133,11 @@ class ImapSession:
         second, off by half the poll gap at most.
         """
         pacer = _Pacer(end=min(sent + timeout, self.deadline.at))
+        # A random phase for the poll grid, so that it cannot lock onto a delivery time
+        # that is itself regular (a fixed relay delay, a queue run every N ms): over many
+        # runs the midpoint estimate is then unbiased.
+        pacer.delay_start(random.uniform(0.0, MIN_COMMAND_SPACING))
+        waiting_since = time.monotonic()
         extras = [f for f in self._folders if f != "INBOX"]
         idle_ok = b"IDLE" in self.client.capabilities()
         last_miss = dict.fromkeys(self._folders, sent)  # per folder: last look that missed
@@ -153,7 +160,7 @@ class ImapSession:
                         self._select("INBOX")
                     if found is not None:
                         return _sighting(folder.name, found, last_miss[folder.name], before, after,
-                                         pacer.count)
+                                         pacer.count, waiting_since)
                     folder.uidnext = uidnext  # nothing of ours below it: look further on only
                 last_miss[folder.name] = (before + after) / 2
                 continue
@@ -171,7 +178,8 @@ class ImapSession:
                 inbox = self._folders["INBOX"]
                 found = self._search_new(inbox, token, pacer)
                 if found is not None:
-                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer.count)
+                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer.count,
+                                     waiting_since)
                 last_miss["INBOX"] = time.monotonic()
             else:
                 last_miss["INBOX"] = (before + after) / 2
@@ -274,6 +282,9 @@ class _Pacer:
         self.count = 0
         self._next = time.monotonic()
 
+    def delay_start(self, seconds: float) -> None:
+        self._next = time.monotonic() + seconds
+
     def wait(self, interval: float) -> bool:
         """Sleep until the next command may go out; False if that would pass ``end``."""
         now = time.monotonic()
@@ -311,9 +322,10 @@ def _has_new(responses: Iterable[Any]) -> bool:
 
 
 def _sighting(folder: str, uid: int, last_miss: float, before: float, after: float,
-              commands: int) -> Sighting:
+              commands: int, waiting_since: float) -> Sighting:
     hit = (before + after) / 2
-    return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, commands)
+    return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, commands,
+                    time.monotonic() - waiting_since)
 
 
 def _header_bytes(item: dict[bytes, Any]) -> bytes:

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""How truthful is the reported roundtrip? Compare receive strategies side by side.
+
+For each delivery delay (held back by a relay in front of Dovecot's LMTP), one real
+``mail-monitor run`` sends and watches for its test mail, while in the same mailbox,
+at the same time, three more observers watch for the same mail:
+
+- ideal: already logged in, NOOP every 10 ms (the floor: what could be known at best),
+- idle-only: IMAP IDLE and nothing else (Dovecot pushes about 0.5 s late),
+- poll-2s: NOOP every 2 s, as the existing monitors do.
+
+Error = a strategy's moment of "seen" minus the ideal observer's. Reported as
+min / median / max in milliseconds over the repetitions, with IMAP commands per second
+sent while waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+from common import environment_line, mail_stack, run_monitor, summary, write_config
+from imapclient import IMAPClient
+
+
+@dataclass
+class Observer:
+    name: str
+    interval: float | None  # None: IDLE
+    midpoint: bool
+    seen: float | None = None
+    commands: int = 0
+    started: float = 0.0
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self, host: str, port: int, ca_file: str, user: str, password: str, stop: threading.Event) -> None:
+        context = ssl.create_default_context(cafile=ca_file)
+        client = IMAPClient(host, port=port, ssl=True, ssl_context=context, timeout=30)
+        client.login(user, password)
+        exists = client.select_folder("INBOX")[b"EXISTS"]
+        self.ready.set()
+        self.started = time.time()
+        try:
+            if self.interval is None:
+                client.idle()
+                self.commands += 1
+                while not stop.is_set() and self.seen is None:
+                    for response in client.idle_check(timeout=0.5):
+                        if response[1] == b"EXISTS" and response[0] > exists:
+                            self.seen = time.time()
+                client.idle_done()
+                return
+            last_miss = time.time()
+            while not stop.is_set():
+                before = time.time()
+                responses = client.noop()[1]
+                after = time.time()
+                self.commands += 1
+                if any(r[1] == b"EXISTS" and r[0] > exists for r in responses):
+                    hit = (before + after) / 2
+                    self.seen = (last_miss + hit) / 2 if self.midpoint else after
+                    return
+                last_miss = (before + after) / 2
+                time.sleep(max(0.0, self.interval - (time.time() - before)))
+        finally:
+            client.logout()
+
+
+def one_round(stack, relay, config) -> dict[str, tuple[float | None, float]]:  # type: ignore[no-untyped-def]
+    observers = [Observer("ideal", 0.01, True), Observer("idle-only", None, False),
+                 Observer("poll-2s", 2.0, False)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=o.watch, args=("localhost", stack.imaps_port, str(stack.ca.ca_file),
+                                                      "monitor@example.test", "pw-monitor", stop), daemon=True)
+               for o in observers]
+    for thread in threads:
+        thread.start()
+    for observer in observers:
+        observer.ready.wait(10)
+    delivered_before = len(relay.deliveries)
+    report = run_monitor(config)
+    route = report["routes"][0]
+    deadline = time.time() + 10
+    while time.time() < deadline and any(o.seen is None for o in observers):
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    ideal = observers[0].seen
+    assert ideal is not None and len(relay.deliveries) > delivered_before
+    # Each command owns a slot of at least 50 ms (the pacer's spacing): rate over those slots.
+    rate = route["imap_commands_while_waiting"] / (route["imap_wait_seconds"] + 0.05)
+    results = {
+        "mail-monitor": (route["seen_at"] - ideal, rate),
+        "relay delivery": (relay.deliveries[-1] - ideal, 0.0),
+    }
+    for observer in observers[1:]:
+        spent = (observer.seen or time.time()) - observer.started
+        results[observer.name] = ((observer.seen - ideal) if observer.seen else None, observer.commands / spent)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--delays", type=float, nargs="+", default=[0.2, 1.0, 3.0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    print(f"# receive accuracy ({environment_line()}), {args.repeat} runs per delay")
+    print("| delay | strategy | error vs. ideal observer, ms (min / median / max) | median \\|error\\|, ms "
+          "| IMAP commands/s while waiting |")
+    print("|---|---|---|---|---|")
+    with mail_stack(relay_delay=0.0) as (stack, relay):
+        assert relay is not None
+        # Keep the test mails so the other observers see them too; clear the box between rounds.
+        config = write_config(stack, delete=False)
+        for delay in args.delays:
+            relay.delay = delay
+            collected: dict[str, list[tuple[float | None, float]]] = {}
+            for _ in range(args.repeat):
+                for name, value in one_round(stack, relay, config).items():
+                    collected.setdefault(name, []).append(value)
+            for name in ("mail-monitor", "idle-only", "poll-2s", "relay delivery"):
+                errors = [e for e, _ in collected[name] if e is not None]
+                rates = [r for _, r in collected[name]]
+                missed = len(collected[name]) - len(errors)
+                rate = f"{statistics.median(rates):.1f}" if name != "relay delivery" else "(truth)"
+                note = f" ({missed} missed)" if missed else ""
+                absolute = f"{statistics.median(abs(e) for e in errors) * 1000:.0f}" if errors else "n/a"
+                print(f"| {delay:g} s | {name} | {summary(errors, 1000)}{note} | {absolute} | {rate} |")
+
+
+if __name__ == "__main__":
+    main()
