@@ -6,25 +6,47 @@ Data flows one way: config -> runner -> results -> (state + alerts, metrics, out
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from mail_monitor.alerts import AlertPolicy, evaluate
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
+from mail_monitor.errors import StateError
 from mail_monitor.output import render
 from mail_monitor.results import RunResult, Status
 from mail_monitor.runner import run_checks
-from mail_monitor.state import State, StateError, StateStore
+
+if TYPE_CHECKING:
+    from mail_monitor.state import State, StateStore
 
 log = logging.getLogger(__name__)
 
 
+LATER_PHASES = ("mail_monitor.state", "mail_monitor.alerts")
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Import what the run needs after the checks, while the checks wait on the network."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # reported properly when the module is really used
+            return
+
+
 def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: bool = True) -> int:
     deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
+    later = LATER_PHASES + (("mail_monitor.metrics",) if config.metrics_textfile else ())
+    threading.Thread(target=_preload, args=(later,), name="preload", daemon=True).start()
     result = run_checks(config, deadline)
+    from mail_monitor.alerts import AlertPolicy, evaluate
+    from mail_monitor.state import State, StateStore
+
     # The checks are reported whatever happens to the state, alerts or metrics below.
     sys.stdout.write(render(result, fmt))
     sys.stdout.flush()
@@ -67,6 +89,9 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
     and saved again once the server accepted it. A crash in between can re-send one
     alert on the next run (same sequence id); it can never lose one.
     """
+    from mail_monitor.alerts import AlertPolicy, evaluate
+    from mail_monitor.state import State
+
     ntfy = config.ntfy
     policy = AlertPolicy(enabled=ntfy is not None,
                          after_failures=ntfy.after_failures if ntfy else 1,

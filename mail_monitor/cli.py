@@ -16,22 +16,17 @@ from mail_monitor.config import (
     DEFAULT_CONFIG_PATH,
     TLS_MODES,
     Config,
-    ConfigError,
     format_duration,
     load_config,
     parse_config,
 )
+from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
 from mail_monitor.results import Status
-from mail_monitor.state import StateError
 
 log = logging.getLogger("mail_monitor")
 
 ADHOC_FLAGS = ("smtp_host", "imap_host", "username", "password_file")
-
-
-class UsageError(Exception):
-    """The monitor cannot do its job as asked: exit 3 (UNKNOWN)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,6 +182,7 @@ def redacted(config: Config) -> dict[str, Any]:
             "subject_prefix": m.subject_prefix,
             "delete_test_mail": m.delete_test_mail,
             "stale_after": format_duration(m.stale_after),
+            "cleanup_window": format_duration(m.cleanup_window),
             "tls_warn_days": int(m.tls_warn_days),
             "max_parallel": m.max_parallel,
             "instance": m.instance,
@@ -346,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(Status.UNKNOWN)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError, StateError) as exc:
+    except MonitorError as exc:
         print(f"mail-monitor: {exc}", file=sys.stderr)
         return int(Status.UNKNOWN)
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from mail_monitor.errors import ConfigError
+
 TlsMode = Literal["starttls", "implicit", "none"]
 TLS_MODES: tuple[str, ...] = ("starttls", "implicit", "none")
 DEFAULT_PORTS = {
@@ -25,10 +27,6 @@ DEFAULT_PORTS = {
 DEFAULT_CONFIG_PATH = Path("/etc/mail-monitor/config.toml")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for the user (one line)."""
 
 
 class Secret:
@@ -116,6 +114,7 @@ class MonitorSettings:
     subject_prefix: str = "[mail-monitor]"
     delete_test_mail: bool = True
     stale_after: float = 3600.0
+    cleanup_window: float = 7 * 86400.0
     tls_warn_days: float = 14.0
     max_parallel: int = 50
     instance: str = field(default_factory=socket.gethostname)
@@ -312,10 +311,6 @@ def _describe(value: object) -> str:
 
 # --------------------------------------------------------------------------- sections
 
-MONITOR_KEYS = (
-    "state_file", "deadline", "timeout", "subject_prefix", "delete_test_mail",
-    "stale_after", "tls_warn_days", "max_parallel", "instance",
-)
 
 
 def _monitor(reader: _Reader | None) -> MonitorSettings:
@@ -332,6 +327,7 @@ def _monitor(reader: _Reader | None) -> MonitorSettings:
         subject_prefix=reader.string("subject_prefix", defaults.subject_prefix) or "",
         delete_test_mail=reader.boolean("delete_test_mail", defaults.delete_test_mail),
         stale_after=reader.duration("stale_after", defaults.stale_after, minimum=60),
+        cleanup_window=reader.duration("cleanup_window", defaults.cleanup_window, minimum=86400),
         tls_warn_days=float(reader.integer("tls_warn_days", int(defaults.tls_warn_days), 0, 3650)),
         max_parallel=reader.integer("max_parallel", defaults.max_parallel, 1, 1000),
         instance=reader.string("instance", defaults.instance) or defaults.instance,

@@ -22,6 +22,7 @@ SECTIONS: list[tuple[str, str, list[Entry]]] = [
          "Test mails carry this prefix; cleanup only ever touches mails with it AND the token header."),
         ("delete_test_mail", True, "Delete the test mail once it has been seen."),
         ("stale_after", "1h", "Delete monitor mails older than this left by earlier failed runs."),
+        ("cleanup_window", "7d", "Look this far back for them (older mail is never searched)."),
         ("tls_warn_days", 14, "Warn when a certificate expires within this many days."),
     ]),
     ("accounts.self", "An account: where to log in. Add more as [accounts.NAME].", [

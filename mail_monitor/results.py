@@ -29,12 +29,15 @@ class Outcome(enum.StrEnum):
 
     @property
     def status(self) -> Status:
-        return {
-            Outcome.OK: Status.OK,
-            Outcome.SKIPPED: Status.OK,
-            Outcome.WARNING: Status.WARNING,
-            Outcome.FAILED: Status.CRITICAL,
-        }[self]
+        return _OUTCOME_STATUS[self]
+
+
+_OUTCOME_STATUS = {
+    Outcome.OK: Status.OK,
+    Outcome.SKIPPED: Status.OK,
+    Outcome.WARNING: Status.WARNING,
+    Outcome.FAILED: Status.CRITICAL,
+}
 
 
 @dataclass

@@ -204,7 +204,8 @@ class _RouteRun:
                     raise RuntimeError("the test mail was found but could not be verified for deletion")
             stale = 0
             for folder in imap.folders:
-                uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after)
+                uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after,
+                                       monitor.cleanup_window)
                 stale += imap.delete_own(folder, uids, monitor.subject_prefix)
             self.result.stale_deleted = stale
             parts = []
@@ -298,9 +299,11 @@ def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
 
     results = []
     for route_run, thread in zip(runs, threads, strict=True):
-        with route_run.lock:
-            result = copy.deepcopy(route_run.result)
+        result = route_run.result
         if thread.is_alive():
+            # A snapshot: the abandoned thread may still write into its own copy.
+            with route_run.lock:
+                result = copy.deepcopy(route_run.result)
             log.warning("route %s: still running at the deadline, abandoned", route_run.route.name)
             _abandon(result, monitor.deadline)
         result.checks = {name: result.checks[name] for name in ORDER if name in result.checks}

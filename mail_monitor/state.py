@@ -18,15 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-
-
-class StateError(Exception):
-    """The state file cannot be used (not writable, locked too long): exit 3."""
 
 
 @dataclass

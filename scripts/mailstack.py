@@ -272,6 +272,9 @@ smtpd_sasl_auth_enable = yes
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
 smtpd_recipient_restrictions = permit_sasl_authenticated, reject
 lmtp_tls_security_level = none
+# Deliver many test mails at once (Postfix otherwise starts at 5 parallel deliveries).
+lmtp_initial_destination_concurrency = 50
+lmtp_destination_concurrency_limit = 100
 """
 
 # Every service runs unchrooted (column 5 = n) so the temp dir paths work as they are.

@@ -7,7 +7,7 @@ import json
 import time
 
 from mail_monitor.output import render, summary_line
-from mail_monitor.probes.imap import MIN_COMMAND_SPACING, _Pacer, _poll_interval
+from mail_monitor.probes.imap import FAST_INTERVAL, _Pacer, _poll_interval
 from mail_monitor.results import CheckResult, Outcome, RouteResult, RunResult
 
 
@@ -56,20 +56,31 @@ def test_influx_line_protocol_escapes_and_skips() -> None:
 
 
 def test_poll_schedule_is_fast_first_then_backs_off() -> None:
-    assert _poll_interval(0.1) == MIN_COMMAND_SPACING == 0.05
-    assert _poll_interval(4.9) == 0.05
-    assert 0.05 < _poll_interval(10) < 1.0
+    assert _poll_interval(0.1) == FAST_INTERVAL == 0.055
+    assert _poll_interval(4.9) == 0.055
+    assert 0.055 < _poll_interval(10) < 1.0
     assert _poll_interval(60) == 1.0
 
 
-def test_pacer_never_exceeds_twenty_commands_a_second() -> None:
-    pacer = _Pacer(end=time.monotonic() + 0.5)
+def test_pacer_keeps_the_cadence() -> None:
+    pacer = _Pacer(end=time.monotonic() + 0.3)
+    stamps = []
+    while pacer.wait(FAST_INTERVAL):
+        stamps.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert len(stamps) == pacer.count == 6
+    assert min(gaps) >= FAST_INTERVAL - 0.002
+
+
+def test_pacer_never_lets_more_than_twenty_commands_into_a_second() -> None:
+    # Follow-up commands (interval 0) go out at once, but only within the budget.
+    pacer = _Pacer(end=time.monotonic() + 1.5)
     stamps = []
     while pacer.wait(0.0):
         stamps.append(time.monotonic())
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert len(stamps) == pacer.count <= 11
-    assert min(gaps) >= MIN_COMMAND_SPACING - 0.002
+    assert 20 < len(stamps) <= 40
+    assert all(b - a >= 1.0 - 0.002 for a, b in zip(stamps, stamps[20:], strict=False))
+    assert stamps[19] - stamps[0] < 0.05  # the first twenty were not held back
 
 
 def test_version_is_the_same_everywhere() -> None:

