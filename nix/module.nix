@@ -22,6 +22,37 @@ let
     ;
 
   credentialsPath = name: "$CREDENTIALS_DIRECTORY/${name}";
+
+  # host, port and tls of one server in the simple setup; smtp and imap differ only in defaults.
+  endpointOptions =
+    {
+      server,
+      port,
+      tls,
+      tlsDescription,
+    }:
+    {
+      host = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "mail.example.org";
+        description = server;
+      };
+      port = mkOption {
+        type = types.port;
+        default = port;
+        description = "Port of that server.";
+      };
+      tls = mkOption {
+        type = types.enum [
+          "starttls"
+          "implicit"
+          "none"
+        ];
+        default = tls;
+        description = tlsDescription;
+      };
+    };
   isStorePath = path: lib.hasPrefix builtins.storeDir (toString path);
 
   # "5min", "1h 30m", "90": a systemd time span, run every so often (OnUnitActiveSec).
@@ -32,6 +63,11 @@ let
     != null;
 
   simpleAccount = cfg.smtp.host != null || cfg.imap.host != null;
+  simpleImapSettings = {
+    host = if cfg.imap.host != null then cfg.imap.host else cfg.smtp.host;
+    inherit (cfg.imap) port tls;
+    extra_folders = cfg.imap.extraFolders;
+  };
   credentialSettings = lib.filterAttrs (_: value: value != null) {
     address = cfg.credentials.username;
     username = cfg.credentials.username;
@@ -126,50 +162,20 @@ in
       description = "Random delay added to each start (`RandomizedDelaySec`), so many hosts do not probe at once.";
     };
 
-    smtp = {
-      host = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "mail.example.org";
-        description = "Submission server of the simple single-account setup. Use {option}`settings` for more accounts.";
-      };
-      port = mkOption {
-        type = types.port;
-        default = 587;
-        description = "Submission port.";
-      };
-      tls = mkOption {
-        type = types.enum [
-          "starttls"
-          "implicit"
-          "none"
-        ];
-        default = "starttls";
-        description = "`starttls` (port 587), `implicit` (port 465) or `none` (plain text).";
-      };
+    smtp = endpointOptions {
+      server = "Submission server of the simple single-account setup. Use {option}`settings` for more accounts.";
+      port = 587;
+      tls = "starttls";
+      tlsDescription = "`starttls` (port 587), `implicit` (port 465) or `none` (plain text).";
     };
 
-    imap = {
-      host = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "mail.example.org";
-        description = "IMAP server of the simple single-account setup; defaults to {option}`smtp.host`.";
-      };
-      port = mkOption {
-        type = types.port;
-        default = 993;
-        description = "IMAP port.";
-      };
-      tls = mkOption {
-        type = types.enum [
-          "starttls"
-          "implicit"
-          "none"
-        ];
-        default = "implicit";
-        description = "`implicit` (port 993), `starttls` (port 143) or `none` (plain text).";
-      };
+    imap = endpointOptions {
+      server = "IMAP server of the simple single-account setup; defaults to {option}`smtp.host`.";
+      port = 993;
+      tls = "implicit";
+      tlsDescription = "`implicit` (port 993), `starttls` (port 143) or `none` (plain text).";
+    }
+    // {
       extraFolders = mkOption {
         type = types.listOf types.str;
         default = [ "Junk" ];
@@ -284,21 +290,13 @@ in
             host = cfg.smtp.host;
             inherit (cfg.smtp) port tls;
           };
-          imap = {
-            host = if cfg.imap.host != null then cfg.imap.host else cfg.smtp.host;
-            inherit (cfg.imap) port tls;
-            extra_folders = cfg.imap.extraFolders;
-          };
+          imap = simpleImapSettings;
         };
         accounts.recipient = mkIf (cfg.testRecipient != null) (
           credentialSettings
           // {
             address = cfg.testRecipient;
-            imap = {
-              host = if cfg.imap.host != null then cfg.imap.host else cfg.smtp.host;
-              inherit (cfg.imap) port tls;
-              extra_folders = cfg.imap.extraFolders;
-            };
+            imap = simpleImapSettings;
           }
         );
         routes = [

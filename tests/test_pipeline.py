@@ -332,3 +332,16 @@ def test_metrics_read_by_node_exporter_and_valid(stack, secrets_dir, tmp_path, n
     assert_no_secrets(setup)
     # Only the .prom file is left in the directory: temp files never linger.
     assert [p.name for p in setup.metrics.parent.iterdir()] == ["mail_monitor.prom"]
+
+
+def test_logs_carry_journald_priorities_under_systemd(stack, secrets_dir, tmp_path, ntfy):
+    setup = make_setup(stack, tmp_path, ntfy, secrets_dir)
+    setup.state.parent.mkdir(parents=True)
+    setup.state.write_text("not json")
+    done = run_cli("run", "-c", str(setup.config), env={"JOURNAL_STREAM": "8:12345"})
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("<3>") and "corrupt state" in line for line in lines), done.stderr
+    # No timestamps of our own: journald adds them.
+    assert not any(line[3:7].isdigit() for line in lines if line.startswith("<"))
+    assert all(line.startswith("<") for line in lines)
