@@ -22,6 +22,7 @@ from mail_monitor.config import (
 )
 from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
+from mail_monitor.output import FORMATS
 from mail_monitor.results import Status
 
 log = logging.getLogger("mail_monitor")
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run every check once")
     _config_arguments(run)
-    run.add_argument("--format", choices=("text", "json", "influx"), default="text")
+    run.add_argument("--format", choices=FORMATS, default="text")
     run.add_argument("--no-notify", action="store_true", help="send no alerts (still queued in state)")
     run.add_argument("--no-state", action="store_true", help="neither read nor write the state file")
 

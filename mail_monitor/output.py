@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mail_monitor.results import Outcome, RouteResult, RunResult, Status
+from mail_monitor.results import Outcome, RouteResult, RunResult
 
 FORMATS = ("text", "json", "influx")
 
@@ -121,5 +121,3 @@ def to_influx(result: RunResult) -> str:
                  f"duration_seconds={result.duration:.6f} {stamp}")
     return "\n".join(lines) + "\n"
 
-
-__all__ = ["FORMATS", "Status", "render", "summary_line", "to_dict"]

@@ -24,6 +24,10 @@ OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metr
 CLEANUP_RESERVE = 3.0  # seconds of the route's share kept for cleanup after the wait
 
 
+class CheckFailed(Exception):
+    """A check found a problem; the message is already phrased for the user."""
+
+
 def new_token() -> str:
     return f"{int(time.time())}-{secrets.token_hex(8)}"
 
@@ -56,7 +60,8 @@ class _RouteRun:
             message = step() or ""
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reported check
             elapsed = time.monotonic() - started
-            text = str(exc) if isinstance(exc, ImapLoginError) else describe_error(exc, elapsed)
+            own = isinstance(exc, (CheckFailed, ImapLoginError))
+            text = str(exc) if own else describe_error(exc, elapsed)
             check = CheckResult(name, Outcome.FAILED, elapsed, text)
             return self.record(check), exc
         return self.record(CheckResult(name, Outcome.OK, time.monotonic() - started, message)), None
@@ -149,22 +154,19 @@ class _RouteRun:
             if found is None:
                 where = ", ".join(imap.folders)
                 limit = "the run deadline" if wait_limit < route.receive_timeout else "receive_timeout"
-                raise TimeoutError(f"test mail did not arrive within {wait_limit:.0f}s "
-                                   f"({limit}); looked in {where}")
+                raise CheckFailed(f"test mail did not arrive within {wait_limit:.0f}s "
+                                  f"({limit}); looked in {where}")
             return f"found in {found.folder}"
 
-        check, error = self.timed("receive", receive)
+        check, _ = self.timed("receive", receive)
         found = sightings[0] if sightings else None
         if found is None:
-            if error is not None and isinstance(error, TimeoutError) and str(error).startswith("test mail"):
-                check.message = str(error)
             return None
         self._record_sighting(check, found, sent)
-        if imap is not None:
-            try:
-                self.result.delivery = imap.delivery_seconds(found.folder, found.uid)
-            except Exception as exc:  # noqa: BLE001 - the header read is a bonus, not a check
-                log.debug("route %s: could not read Received headers: %s", route.name, exc)
+        try:
+            self.result.delivery = imap.delivery_seconds(found.folder, found.uid)
+        except Exception as exc:  # noqa: BLE001 - the header read is a bonus, not a check
+            log.debug("route %s: could not read Received headers: %s", route.name, exc)
         return found
 
     def _record_sighting(self, check: CheckResult, found: Sighting, sent: float) -> None:
@@ -201,7 +203,7 @@ class _RouteRun:
             if found is not None and monitor.delete_test_mail:
                 deleted = imap.delete_own(found.folder, [found.uid], monitor.subject_prefix)
                 if deleted == 0:
-                    raise RuntimeError("the test mail was found but could not be verified for deletion")
+                    raise CheckFailed("the test mail was found but could not be verified for deletion")
             stale = 0
             for folder in imap.folders:
                 uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after,
