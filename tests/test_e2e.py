@@ -66,7 +66,8 @@ def test_healthy_run_checks_everything_and_deletes_the_test_mail(stack, secrets_
     route = report["routes"][0]
     assert route["folder"] == "INBOX" and route["in_spam"] is False
     assert 0 < route["roundtrip_seconds"] < 20
-    assert route["roundtrip_uncertainty_seconds"] <= 0.04  # half the 55 ms poll gap, plus a command
+    # Half the 55 ms poll gap when the machine keeps pace; far below IDLE's or 2 s polling's.
+    assert route["roundtrip_uncertainty_seconds"] <= 0.1
     assert route["seen_at"] > route["submitted_at"]
     assert route["delivery_seconds"] is not None and route["delivery_seconds"] >= 0
     assert {c["endpoint"] for c in route["certificates"]} == {
@@ -120,7 +121,8 @@ def test_test_mail_is_a_proper_message(stack, secrets_dir, write_config):
         _, fetched = client.fetch(ids[0], "(BODY.PEEK[])")
         raw = next(part[1] for part in fetched if isinstance(part, tuple))
         mail = email.message_from_bytes(raw)
-        assert str(mail["Message-ID"]).startswith("<") and mail["Date"], raw
+        token = mail["X-Mail-Monitor-Token"]
+        assert mail["Message-ID"] == f"<{token}.mail-monitor@example.test>" and mail["Date"], raw
         assert mail["Subject"].startswith("[mail-monitor] proper ")
         assert mail["Auto-Submitted"] == "auto-generated"
         body = mail.get_payload(decode=True).decode()
