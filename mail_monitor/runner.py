@@ -20,6 +20,10 @@ from mail_monitor.results import CheckResult, Outcome, RouteResult, RunResult
 log = logging.getLogger(__name__)
 
 MAX_CONNECTING = 8  # handshakes in flight at once, so many routes do not storm the server
+# Open IMAP sessions per recipient login at once. Dovecot allows 10 per user and client
+# address by default (mail_max_userip_connections), and the user's own clients count too:
+# many routes into one mailbox must queue rather than be refused and cry wolf.
+MAX_SESSIONS_PER_MAILBOX = 4
 OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metrics
 CLEANUP_RESERVE = 3.0  # seconds of the route's share kept for cleanup after the wait
 
@@ -282,10 +286,19 @@ def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
     checks_deadline = overall.sub(overall.remaining() - reserve)
     connecting = threading.Semaphore(MAX_CONNECTING)
     slots = threading.Semaphore(monitor.max_parallel)
+    mailboxes: dict[tuple[str, int, str], threading.Semaphore] = {}
+    for route in config.routes:
+        endpoint = route.recipient.imap
+        assert endpoint is not None
+        key = (endpoint.host, endpoint.port, route.recipient.username)
+        mailboxes.setdefault(key, threading.Semaphore(MAX_SESSIONS_PER_MAILBOX))
     runs = [_RouteRun(r, config, checks_deadline, connecting) for r in config.routes]
 
     def work(route_run: _RouteRun) -> None:
-        with slots:
+        recipient = route_run.route.recipient
+        assert recipient.imap is not None
+        mailbox = mailboxes[(recipient.imap.host, recipient.imap.port, recipient.username)]
+        with slots, mailbox:
             try:
                 route_run.run()
             except Exception as exc:

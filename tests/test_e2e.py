@@ -385,3 +385,19 @@ def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_confi
     assert report["routes"][0]["stale_deleted"] == 2
     for folder in ("INBOX", "Junk"):
         assert sorted(subjects(stack, "cleanup", folder)) == sorted(s for s, *_ in keep[folder])
+
+
+def test_many_routes_into_one_mailbox_respect_the_servers_connection_limit(tmp_path, write_config):
+    # A server that allows 5 sessions per user and address; 8 routes deliver into one mailbox.
+    stack = MailStack(tmp_path / "stack", max_userip_connections=5)
+    stack.add_user("monitor", PASSWORDS["monitor"])
+    (tmp_path / "monitor").write_text(PASSWORDS["monitor"] + "\n")
+    stack.start()
+    try:
+        routes = "".join(route_toml(f"r{i}", "self", "self") for i in range(8))
+        config = write_config(monitor_toml() + account_toml(stack, "self", "monitor", tmp_path) + routes)
+        code, report, _ = run_json(config)
+        assert code == 0, [r["checks"]["imap_auth"] for r in report["routes"]]
+        assert len(report["routes"]) == 8
+    finally:
+        stack.destroy()
