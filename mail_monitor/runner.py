@@ -263,6 +263,13 @@ class _RouteRun:
 ORDER = ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")
 
 
+def _mailbox(route: Route) -> tuple[str, int, str]:
+    """Which mailbox a route's IMAP session goes into: server and login."""
+    endpoint = route.recipient.imap
+    assert endpoint is not None
+    return (endpoint.host, endpoint.port, route.recipient.username)
+
+
 def _abandon(result: RouteResult, deadline: float) -> None:
     """The checks a hung route never finished: the one(s) in progress failed, the rest skipped."""
     in_progress_failed = False
@@ -287,17 +294,11 @@ def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
     connecting = threading.Semaphore(MAX_CONNECTING)
     slots = threading.Semaphore(monitor.max_parallel)
     mailboxes: dict[tuple[str, int, str], threading.Semaphore] = {}
-    for route in config.routes:
-        endpoint = route.recipient.imap
-        assert endpoint is not None
-        key = (endpoint.host, endpoint.port, route.recipient.username)
-        mailboxes.setdefault(key, threading.Semaphore(MAX_SESSIONS_PER_MAILBOX))
+    gates = [mailboxes.setdefault(_mailbox(r), threading.Semaphore(MAX_SESSIONS_PER_MAILBOX))
+             for r in config.routes]
     runs = [_RouteRun(r, config, checks_deadline, connecting) for r in config.routes]
 
-    def work(route_run: _RouteRun) -> None:
-        recipient = route_run.route.recipient
-        assert recipient.imap is not None
-        mailbox = mailboxes[(recipient.imap.host, recipient.imap.port, recipient.username)]
+    def work(route_run: _RouteRun, mailbox: threading.Semaphore) -> None:
         with slots, mailbox:
             try:
                 route_run.run()
@@ -305,8 +306,8 @@ def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
                 log.exception("route %s: unexpected error", route_run.route.name)
                 route_run.record(CheckResult("receive", Outcome.FAILED, message=f"internal error: {exc!r}"))
 
-    threads = [threading.Thread(target=work, args=(r,), name=f"route-{r.route.name}", daemon=True)
-               for r in runs]
+    threads = [threading.Thread(target=work, args=(r, gate), name=f"route-{r.route.name}", daemon=True)
+               for r, gate in zip(runs, gates, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:

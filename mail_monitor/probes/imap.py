@@ -4,8 +4,8 @@ The wait is the part that decides how truthful the roundtrip is. Dovecot (like
 most servers) sends IDLE news about half a second late, so the first seconds are
 watched by polling the selected INBOX with NOOP every 55 ms; a SEARCH is sent at
 once when NOOP reports new messages (never more than 20 commands in any second), and
-only over the
-UIDs that arrived since the wait began, so the cost does not grow with the mailbox.
+only over the UIDs that arrived since the wait began, so the cost does not grow with
+the mailbox.
 Long waits back off towards one poll a second and then IDLE where offered.
 """
 
@@ -145,7 +145,6 @@ class ImapSession:
         # that is itself regular (a fixed relay delay, a queue run every N ms): over many
         # runs the midpoint estimate is then unbiased.
         pacer.delay_start(random.uniform(0.0, FAST_INTERVAL))
-        waiting_since = time.monotonic()
         extras = [f for f in self._folders if f != "INBOX"]
         idle_ok = b"IDLE" in self.client.capabilities()
         last_miss = dict.fromkeys(self._folders, sent)  # per folder: last look that missed
@@ -164,12 +163,11 @@ class ImapSession:
                 after = time.monotonic()
                 if uidnext > folder.uidnext:
                     found = self._search_new(folder, token, pacer)
-                    if pacer.wait(0.0):
-                        self._select("INBOX")
                     if found is not None:
-                        return _sighting(folder.name, found, last_miss[folder.name], before, after,
-                                         pacer.count, waiting_since)
+                        return _sighting(folder.name, found, last_miss[folder.name], before, after, pacer)
                     folder.uidnext = uidnext  # nothing of ours below it: look further on only
+                    if pacer.wait(0.0):
+                        self._select("INBOX")  # back to polling INBOX
                 last_miss[folder.name] = (before + after) / 2
                 continue
 
@@ -186,8 +184,7 @@ class ImapSession:
                 inbox = self._folders["INBOX"]
                 found = self._search_new(inbox, token, pacer)
                 if found is not None:
-                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer.count,
-                                     waiting_since)
+                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer)
                 last_miss["INBOX"] = time.monotonic()
             else:
                 last_miss["INBOX"] = (before + after) / 2
@@ -297,7 +294,8 @@ class _Pacer:
     def __init__(self, end: float) -> None:
         self.end = end
         self.count = 0
-        self._next = time.monotonic()
+        self.started = time.monotonic()
+        self._next = self.started
         self._recent: deque[float] = deque(maxlen=MAX_COMMANDS_PER_SECOND)
 
     def delay_start(self, seconds: float) -> None:
@@ -347,10 +345,10 @@ def _has_new(responses: Iterable[Any]) -> bool:
 
 
 def _sighting(folder: str, uid: int, last_miss: float, before: float, after: float,
-              commands: int, waiting_since: float) -> Sighting:
+              pacer: _Pacer) -> Sighting:
     hit = (before + after) / 2
-    return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, commands,
-                    time.monotonic() - waiting_since)
+    return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, pacer.count,
+                    time.monotonic() - pacer.started)
 
 
 def _header_bytes(item: dict[bytes, Any]) -> bytes:
