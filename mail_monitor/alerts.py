@@ -13,6 +13,7 @@ import copy
 import datetime as dt
 from dataclasses import dataclass
 
+from mail_monitor.config import human_duration
 from mail_monitor.results import CheckResult, Outcome, RunResult
 from mail_monitor.state import Alert, CheckState, Incident, State
 
@@ -133,13 +134,13 @@ def _update(state: State, result: RunResult, problems: dict[str, CheckResult], b
 
 def _reminder(state: State, result: RunResult, problems: dict[str, CheckResult], now: float) -> Alert:
     assert state.incident is not None
-    since = _duration(now - state.incident.since)
+    since = human_duration(now - state.incident.since)
     title = f"Mail still broken on {result.instance} for {since}: {_routes(problems)}"
     return _new_alert(state, "reminder", title, _lines(problems), PRIORITY_HIGH, ["repeat"], now)
 
 
 def _recovery(state: State, result: RunResult, incident: Incident, now: float) -> Alert:
-    outage = _duration(result.started_at - incident.since)
+    outage = human_duration(result.started_at - incident.since)
     started = dt.datetime.fromtimestamp(incident.since, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     trips = [f"{r.route} {r.roundtrip:.2f}s" for r in result.routes if r.roundtrip is not None]
     message = f"All checks pass again after {outage} (broken since {started})."
@@ -147,16 +148,6 @@ def _recovery(state: State, result: RunResult, incident: Incident, now: float) -
         message += "\nRoundtrip: " + ", ".join(trips)
     return _new_alert(state, "recovery", f"Mail recovered on {result.instance}", message,
                       PRIORITY_DEFAULT, ["white_check_mark"], now)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
-    text = " ".join(p for p in parts if p)
-    return text or f"{secs}s"
 
 
 def _trim_queue(state: State) -> None:

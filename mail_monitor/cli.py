@@ -17,6 +17,7 @@ from mail_monitor.config import (
     TLS_MODES,
     Config,
     format_duration,
+    human_duration,
     load_config,
     parse_config,
 )
@@ -263,11 +264,7 @@ def _ago(now: float, then: float | None) -> str:
     if then is None:
         return "never"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then))
-    seconds = int(now - then)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{stamp} ({seconds // size}{unit} ago)"
-    return f"{stamp} ({seconds}s ago)"
+    return f"{stamp} ({human_duration(now - then)} ago)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -157,6 +157,17 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def human_duration(seconds: float) -> str:
+    """For people: "1d 2h 5m", "12m", "40s" (whole minutes once past the first one)."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    text = " ".join(p for p in parts if p)
+    return text or f"{secs}s"
+
+
 def expand_credentials_path(raw: str) -> str:
     """Expand ``$CREDENTIALS_DIRECTORY`` (systemd's LoadCredential) and ``~``; nothing else."""
 
