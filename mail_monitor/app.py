@@ -65,7 +65,7 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
         if state is None:
             state, _ = evaluate(State(), result, AlertPolicy(enabled=False), time.time())
         try:
-            write_textfile(config.metrics_textfile, result, state, len(state.queue))
+            write_textfile(config.metrics_textfile, result, state)
         except OSError as exc:
             log.error("%s: cannot write metrics: %s", config.metrics_textfile, exc.strerror)
             exit_code = int(Status.UNKNOWN)

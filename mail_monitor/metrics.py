@@ -20,10 +20,9 @@ from mail_monitor.state import State
 
 
 class RunCollector(Collector):
-    def __init__(self, result: RunResult, state: State, queued_alerts: int) -> None:
+    def __init__(self, result: RunResult, state: State) -> None:
         self.result = result
         self.state = state
-        self.queued_alerts = queued_alerts
 
     def collect(self) -> Iterator[Metric]:
         result, state = self.result, self.state
@@ -84,7 +83,7 @@ class RunCollector(Collector):
         status.add_metric([], int(result.status))
         yield status
         queued = GaugeMetricFamily("mail_monitor_alerts_queued", "Alerts not yet accepted by the ntfy server")
-        queued.add_metric([], self.queued_alerts)
+        queued.add_metric([], len(state.queue))
         yield queued
         last_run = GaugeMetricFamily("mail_monitor_last_run_timestamp_seconds", "When the last run started")
         last_run.add_metric([], result.started_at)
@@ -97,12 +96,12 @@ class RunCollector(Collector):
         yield build
 
 
-def render_metrics(result: RunResult, state: State, queued_alerts: int) -> bytes:
+def render_metrics(result: RunResult, state: State) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunCollector(result, state, queued_alerts))
+    registry.register(RunCollector(result, state))
     return generate_latest(registry)
 
 
-def write_textfile(path: Path, result: RunResult, state: State, queued_alerts: int) -> None:
+def write_textfile(path: Path, result: RunResult, state: State) -> None:
     """node_exporter reads only ``*.prom``; our temp file is ``.name.XXXX.tmp`` beside it."""
-    write_atomic(path, render_metrics(result, state, queued_alerts), mode=0o644)
+    write_atomic(path, render_metrics(result, state), mode=0o644)

@@ -12,7 +12,7 @@ import pytest
 
 from mail_monitor.metrics import render_metrics
 from mail_monitor.results import Certificate, CheckResult, Outcome, RouteResult, RunResult
-from mail_monitor.state import State
+from mail_monitor.state import Alert, State
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RULES = DOCS / "prometheus" / "mail-monitor.rules.yml"
@@ -33,7 +33,7 @@ def exported_names() -> set[str]:
     from mail_monitor.alerts import AlertPolicy, evaluate
 
     state, _ = evaluate(state, result, AlertPolicy(), 1.8e9)
-    text = render_metrics(result, state, 0).decode()
+    text = render_metrics(result, state).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
@@ -62,5 +62,7 @@ def test_rules_and_dashboard_use_only_exported_metrics():
 def test_exported_metrics_pass_promtool():
     route = RouteResult("self", {"receive": CheckResult("receive", Outcome.FAILED, 1.0, "lost")})
     result = RunResult(started_at=1.8e9, duration=1.1, routes=[route], instance="mx")
-    done = promtool("check", "metrics", stdin=render_metrics(result, State(), 2).decode())
+    state = State()
+    state.queue = [Alert("1", "failure", "t", "m", 4, [], 1.8e9), Alert("2", "update", "t", "m", 4, [], 1.8e9)]
+    done = promtool("check", "metrics", stdin=render_metrics(result, state).decode())
     assert done.returncode == 0, done.stdout + done.stderr
