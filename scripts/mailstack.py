@@ -50,6 +50,22 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
             time.sleep(0.02)
 
 
+def read_pid_file(path: Path, timeout: float = 0.0) -> int | None:
+    """The PID in a daemon's pid file, waiting up to `timeout` for it to appear.
+
+    Daemons create the file and write the number in two steps, so an empty or
+    half-written file means "not yet", not "broken".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -418,15 +434,12 @@ class MailStack:
                 ["dovecot", "-c", str(self.root / "dovecot.conf")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
             )
-        pid_file = self.root / "dovecot-run" / "master.pid"
-        deadline = time.monotonic() + 15
-        while not pid_file.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dovecot did not start:\n{self.log_tail()}")
-            time.sleep(0.02)
+        pid = read_pid_file(self.root / "dovecot-run" / "master.pid", timeout=15)
+        if pid is None:
+            raise RuntimeError(f"dovecot did not start:\n{self.log_tail()}")
+        self._dovecot_pid = pid
         for port in (self.imap_port, self.imaps_port, self.lmtp_port):
             wait_for_port("127.0.0.1", port)
-        self._dovecot_pid = int(pid_file.read_text())
 
     def stop_dovecot(self) -> None:
         pid_file = self.root / "dovecot-run" / "master.pid"
@@ -474,11 +487,8 @@ class MailStack:
 
     def stop_postfix(self) -> None:
         pid_file = self.root / "postfix-queue" / "pid" / "master.pid"
-        if not pid_file.exists():
-            return
-        try:
-            pid = int(pid_file.read_text().strip())
-        except ValueError:
+        pid = read_pid_file(pid_file, timeout=1) if pid_file.exists() else None
+        if pid is None:
             return
         self._postfix("stop")
         wait_for_exit([pid])
