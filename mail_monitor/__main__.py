@@ -1,5 +1,3 @@
-import sys
+from mail_monitor.cli import entry_point
 
-from mail_monitor.cli import main
-
-sys.exit(main())
+entry_point()
