@@ -9,7 +9,6 @@ import contextlib
 import importlib
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ LATER_PHASES = ("mail_monitor.state", "mail_monitor.alerts")
 
 
 def _preload(modules: tuple[str, ...]) -> None:
-    """Import what the run needs after the checks, while the checks wait on the network."""
+    """Import what the run needs after the checks, while the test mails are in flight."""
     for name in modules:
         try:
             importlib.import_module(name)
@@ -42,8 +41,7 @@ def _preload(modules: tuple[str, ...]) -> None:
 def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: bool = True) -> int:
     deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
     later = LATER_PHASES + (("mail_monitor.metrics",) if config.metrics_textfile else ())
-    threading.Thread(target=_preload, args=(later,), name="preload", daemon=True).start()
-    result = run_checks(config, deadline)
+    result = run_checks(config, deadline, while_waiting=lambda: _preload(later))
     from mail_monitor.alerts import AlertPolicy, evaluate
     from mail_monitor.state import State, StateStore
 

@@ -32,6 +32,27 @@ class CheckFailed(Exception):
     """A check found a problem; the message is already phrased for the user."""
 
 
+class _AllSent:
+    """Starts ``action`` in a background thread once every route has sent its mail or given up.
+
+    Until then the CPU is on the critical path (TLS handshakes, logins, the send): work
+    done beside it delays every route's send, because the threads share one interpreter
+    lock. The wait for delivery that follows is idle time.
+    """
+
+    def __init__(self, routes: int, action: Callable[[], None] | None) -> None:
+        self._left = routes
+        self._action = action
+        self._lock = threading.Lock()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left != 0 or self._action is None:
+                return
+        threading.Thread(target=self._action, name="while-waiting", daemon=True).start()
+
+
 def new_token() -> str:
     return f"{int(time.time())}-{secrets.token_hex(8)}"
 
@@ -44,11 +65,19 @@ class _RouteRun:
     config: Config
     deadline: Deadline
     connecting: threading.Semaphore
+    all_sent: _AllSent
     result: RouteResult = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _past_sending: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.result = RouteResult(self.route.name)
+
+    def past_sending(self) -> None:
+        """This route has sent its mail, or never will: count it once."""
+        if not self._past_sending:
+            self._past_sending = True
+            self.all_sent.arrive()
 
     def record(self, check: CheckResult) -> CheckResult:
         with self.lock:
@@ -114,6 +143,7 @@ class _RouteRun:
                 smtp = None
             self._cleanup(imap, sighting)
         finally:
+            self.past_sending()
             if smtp is not None:
                 smtp.close()
             for session in imap_box.values():
@@ -122,6 +152,8 @@ class _RouteRun:
 
     def _send_and_receive(self, smtp: SmtpSession | None, imap: ImapSession | None) -> Sighting | None:
         route, monitor = self.route, self.config.monitor
+        if smtp is None or imap is None:
+            self.past_sending()
         if smtp is None:
             self.skip("send", "smtp_auth failed")
             self.skip("receive", "smtp_auth failed, nothing was sent")
@@ -144,6 +176,7 @@ class _RouteRun:
             return f"submitted as {message['Message-ID']}"
 
         _, error = self.timed("send", send)
+        self.past_sending()
         if error is not None:
             self.skip("receive", "send failed")
             return None
@@ -284,8 +317,13 @@ def _abandon(result: RouteResult, deadline: float) -> None:
             result.checks[name] = CheckResult(name, Outcome.SKIPPED, message="run deadline reached first")
 
 
-def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
-    """One pass over every route. Returns by the deadline even if a server hangs."""
+def run_checks(config: Config, deadline: Deadline | None = None,
+               while_waiting: Callable[[], None] | None = None) -> RunResult:
+    """One pass over every route. Returns by the deadline even if a server hangs.
+
+    ``while_waiting`` runs in a background thread once every route has sent its test
+    mail (or failed before): the moment the run has CPU to spare.
+    """
     monitor = config.monitor
     started_wall = time.time()
     overall = deadline or Deadline(monitor.deadline, monitor.timeout)
@@ -296,7 +334,8 @@ def run_checks(config: Config, deadline: Deadline | None = None) -> RunResult:
     mailboxes: dict[tuple[str, int, str], threading.Semaphore] = {}
     gates = [mailboxes.setdefault(_mailbox(r), threading.Semaphore(MAX_SESSIONS_PER_MAILBOX))
              for r in config.routes]
-    runs = [_RouteRun(r, config, checks_deadline, connecting) for r in config.routes]
+    all_sent = _AllSent(len(config.routes), while_waiting)
+    runs = [_RouteRun(r, config, checks_deadline, connecting, all_sent) for r in config.routes]
 
     def work(route_run: _RouteRun, mailbox: threading.Semaphore) -> None:
         with slots, mailbox:
