@@ -6,7 +6,6 @@ path and what was expected, so a typo never reaches the network code.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
@@ -202,6 +201,13 @@ def read_secret_file(raw_path: str) -> Secret:
     return Secret(value)
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib  # only ever needed for an error message: not on every run's start
+
+    hint = difflib.get_close_matches(name, known, n=1)
+    return f' (did you mean "{hint[0]}"?)' if hint else ""
+
+
 class _Reader:
     """Walks a parsed TOML table, recording the key path for error messages."""
 
@@ -303,8 +309,7 @@ class _Reader:
         """Unknown keys are errors, with a did-you-mean hint."""
         for name in self.table:
             if name not in self.seen:
-                hint = difflib.get_close_matches(name, sorted(self.seen), n=1)
-                suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+                suffix = _did_you_mean(name, sorted(self.seen))
                 known = ", ".join(sorted(self.seen))
                 raise ConfigError(
                     f"{self.source}: {self.key(name)}: unknown key{suffix}; expected one of: {known}"
@@ -406,8 +411,7 @@ def _routes(source: str, raw: object, accounts: Mapping[str, Account]) -> tuple[
             assert account_name is not None
             account = accounts.get(account_name)
             if account is None:
-                hint = difflib.get_close_matches(account_name, list(accounts), n=1)
-                suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+                suffix = _did_you_mean(account_name, list(accounts))
                 known = ", ".join(sorted(accounts)) or "none defined"
                 raise reader.error(key, f"the name of an [accounts.NAME] table{suffix}; known: {known}",
                                    account_name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mail_monitor.results import Outcome, RouteResult, RunResult
@@ -12,6 +11,8 @@ FORMATS = ("text", "json", "influx")
 
 def render(result: RunResult, fmt: str) -> str:
     if fmt == "json":
+        import json  # the text format is the common case; spare its start the import
+
         return json.dumps(to_dict(result), indent=2, sort_keys=False) + "\n"
     if fmt == "influx":
         return to_influx(result)
