@@ -139,8 +139,9 @@ def account_block(stack: MailStack, name: str, user: str) -> str:
 
 
 def write_config(stack: MailStack, routes: int = 1, *, delete: bool = True, extra_monitor: str = "",
-                 name: str = "bench.toml") -> Path:
+                 extra: str = "", name: str = "bench.toml") -> Path:
     text = f'[monitor]\ndeadline = "60s"\ndelete_test_mail = {"true" if delete else "false"}\n{extra_monitor}\n'
+    text += extra
     users = sorted(stack.accounts)
     for index in range(routes):
         user = users[index % len(users)]

@@ -3,7 +3,9 @@
 
 Delivery is held back 1 s by the relay, as on a real server with a short queue; each
 run is a fresh ``mail-monitor run`` process under ``/usr/bin/time -v``, as the systemd
-timer starts it. Also reports the CLI's import time (``python -X importtime``).
+timer starts it: with a state file and a metrics textfile, as the NixOS module
+configures it, and for comparison the checks alone (``--no-state``, no metrics).
+Also reports the CLI's import time (``python -X importtime``).
 """
 
 from __future__ import annotations
@@ -52,26 +54,34 @@ def main() -> None:
     # PYTHONDONTWRITEBYTECODE, which would otherwise make every run compile from source.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
     with mail_stack(relay_delay=args.delay) as (stack, _relay):
-        config = write_config(stack)
-        command = [sys.executable, "-m", "mail_monitor", "run", "-c", str(config), "--no-state"]
-        timed_run(command)  # warm the page cache and Dovecot's index once
-        walls, cpus, rsses = [], [], []
-        for _ in range(args.repeat):
-            wall, cpu, rss, stdout = timed_run(command)
-            assert stdout.startswith("MAIL-MONITOR OK"), stdout
-            walls.append(wall)
-            cpus.append(cpu)
-            rsses.append(rss)
+        (stack.root / "textfiles").mkdir()
+        full = write_config(stack, name="timer.toml", extra_monitor=f'state_file = "{stack.root / "state.json"}"',
+                            extra=f'[metrics]\ntextfile = "{stack.root / "textfiles" / "mail_monitor.prom"}"\n')
+        checks_only = write_config(stack)
+        run = [sys.executable, "-m", "mail_monitor", "run", "-c"]
+        variants = {"as the timer runs it (state + metrics)": [*run, str(full)],
+                    "checks only (--no-state, no metrics)": [*run, str(checks_only), "--no-state"]}
+        measured: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for command in variants.values():
+            timed_run(command)  # warm the page cache and Dovecot's index once
+        for name in variants:
+            measured[name] = ([], [], [])
+        for _ in range(args.repeat):  # interleaved, so drift in the machine hits both alike
+            for name, command in variants.items():
+                wall, cpu, rss, stdout = timed_run(command)
+                assert stdout.startswith("MAIL-MONITOR OK"), stdout
+                for values, value in zip(measured[name], (wall, cpu, rss), strict=True):
+                    values.append(value)
     startup = [timed_run([sys.executable, "-c", "pass"])[0] for _ in range(args.repeat)]
     print(f"# cost of one healthy run, delivery delayed {args.delay:g} s ({environment_line()}), "
-          f"{args.repeat} runs")
-    print("| measure | min / median / max |")
-    print("|---|---|")
-    print(f"| wall time, s | {summary(walls, digits=3)} |")
-    print(f"| CPU user+sys, s | {summary(cpus, digits=3)} |")
-    print(f"| peak RSS, MiB | {summary(rsses, digits=1)} |")
-    print(f"| import of mail_monitor.cli, ms | {summary(import_time('mail_monitor.cli', args.repeat), 1000)} |")
-    print(f"| for scale: `python3 -c pass`, s | {summary(startup, digits=3)} |")
+          f"{args.repeat} runs each")
+    print("| run | wall time, s | CPU user+sys, s | peak RSS, MiB |")
+    print("|---|---|---|---|")
+    for name, (walls, cpus, rsses) in measured.items():
+        print(f"| {name} | {summary(walls, digits=3)} | {summary(cpus, digits=3)} | {summary(rsses, digits=1)} |")
+    print()
+    print(f"import of mail_monitor.cli, ms: {summary(import_time('mail_monitor.cli', args.repeat), 1000)}; "
+          f"for scale, `python3 -c pass`, s: {summary(startup, digits=3)}")
 
 
 if __name__ == "__main__":
