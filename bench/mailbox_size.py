@@ -10,9 +10,11 @@ still be there: cleanup never touches them.
 from __future__ import annotations
 
 import argparse
+import imaplib
 import os
 import pwd
 import resource
+import ssl
 import statistics
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, environment_line, mail_stack, run_monitor, summary, write_config
+from mailstack import MailStack
 
 
 def fill(maildir: Path, count: int, uid: int, gid: int) -> None:
@@ -38,6 +41,34 @@ def fill(maildir: Path, count: int, uid: int, gid: int) -> None:
         path.write_text(body)
         os.chown(path, uid, gid)
         os.utime(path, (base + index / 1000, base + index / 1000))  # arrived a month ago
+
+
+def server_floor(stack: MailStack, user: str, repeat: int = 3) -> tuple[float, float]:
+    """What any client pays on this mailbox, in ms: SELECT, and deleting one new mail.
+
+    Plain imaplib, no mail-monitor: one session selects INBOX, appends a mail, and
+    removes it with STORE \\Deleted + UID EXPUNGE, as every careful client must.
+    """
+    context = ssl.create_default_context(cafile=str(stack.ca.ca_file))
+    selects, deletes = [], []
+    for attempt in range(repeat):
+        client = imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=context, timeout=30)
+        try:
+            client.login(stack.accounts[user].address, f"pw-{user}")
+            started = time.perf_counter()
+            client.select("INBOX")
+            selects.append(time.perf_counter() - started)
+            mail = f"Subject: floor {attempt}\r\nX-Floor: {attempt}\r\n\r\nfloor\r\n".encode()
+            client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), mail)
+            _, found = client.uid("SEARCH", "HEADER", "X-Floor", str(attempt))
+            uid = found[0].split()[-1].decode()
+            started = time.perf_counter()
+            client.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+            client.uid("EXPUNGE", uid)
+            deletes.append(time.perf_counter() - started)
+        finally:
+            client.logout()
+    return statistics.median(selects) * 1000, statistics.median(deletes) * 1000
 
 
 def count_mails(maildir: Path) -> int:
@@ -73,18 +104,20 @@ def main() -> None:
                 assert route["status"] == "OK", route
                 runs.append(report["duration_seconds"])
                 cleanups.append(route["checks"]["cleanup"]["duration_seconds"])
+            floor = server_floor(stack, "monitor")
             remaining = count_mails(maildir)
-            rows.append((size, walls, cpus, cleanups, indexing, remaining))
+            rows.append((size, walls, cpus, cleanups, indexing, floor, remaining))
     base = statistics.median(rows[0][1])
     print(f"# scaling with mailbox size, delivery delayed {args.delay:g} s ({environment_line()}), "
           f"{args.repeat} runs each")
     print("| mails in INBOX | wall time, s (min / median / max) | vs. empty | monitor CPU, s (median) "
-          "| cleanup check, ms (median) | first (indexing) run, s | mails left after all runs |")
-    print("|---|---|---|---|---|---|---|")
-    for size, walls, cpus, cleanups, indexing, remaining in rows:
+          "| cleanup check, ms (median) | any client: SELECT / delete one mail, ms | first (indexing) run, s "
+          "| mails left after all runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, walls, cpus, cleanups, indexing, (select_ms, delete_ms), remaining in rows:
         print(f"| {size:,} | {summary(walls, digits=3)} | {statistics.median(walls) / base:.2f}x "
-              f"| {statistics.median(cpus):.3f} | {statistics.median(cleanups) * 1000:.1f} | {indexing:.2f} "
-              f"| {remaining:,} |")
+              f"| {statistics.median(cpus):.3f} | {statistics.median(cleanups) * 1000:.1f} "
+              f"| {select_ms:.0f} / {delete_ms:.0f} | {indexing:.2f} | {remaining:,} |")
         if remaining != size:
             print(f"ERROR: {size - remaining} ordinary mails were deleted", file=sys.stderr)
             sys.exit(1)
