@@ -24,6 +24,8 @@ MAX_QUEUE = 500  # undelivered alerts kept; beyond that the oldest reminders go 
 
 @dataclass(frozen=True)
 class AlertPolicy:
+    """When a failure is worth a notification, and how often to repeat it."""
+
     enabled: bool = True
     after_failures: int = 1
     remind_every: float = 0.0

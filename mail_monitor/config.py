@@ -53,6 +53,8 @@ class Secret:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where a protocol is spoken, and how its certificate is checked."""
+
     host: str
     port: int
     tls: TlsMode
@@ -65,11 +67,15 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class ImapEndpoint(Endpoint):
+    """An IMAP endpoint, with the folders (Junk...) where a test mail may also land."""
+
     extra_folders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Account:
+    """A mailbox the monitor logs into; ``password_file`` is kept only to name it in messages."""
+
     name: str
     address: str
     username: str
@@ -81,6 +87,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Route:
+    """"Mail from ``sender`` must reach ``recipient``": the unit that passes or fails."""
+
     name: str
     sender: Account
     recipient: Account
@@ -90,6 +98,8 @@ class Route:
 
 @dataclass(frozen=True)
 class NtfySettings:
+    """Where alerts go and when; secrets are read at load time, never shown."""
+
     topic: str
     server: str = "https://ntfy.sh"
     token: Secret | None = field(default=None, repr=False)
@@ -107,6 +117,8 @@ class NtfySettings:
 
 @dataclass(frozen=True)
 class MonitorSettings:
+    """How one run behaves: its deadline, its timeouts, what cleanup may touch."""
+
     state_file: Path | None = Path("/var/lib/mail-monitor/state.json")
     deadline: float = 180.0
     timeout: float = 30.0
@@ -121,6 +133,8 @@ class MonitorSettings:
 
 @dataclass(frozen=True)
 class Config:
+    """A validated configuration: nothing past ``load_config`` re-checks it."""
+
     monitor: MonitorSettings
     accounts: Mapping[str, Account]
     routes: tuple[Route, ...]

@@ -12,6 +12,8 @@ class DeadlineExceeded(TimeoutError):
 
 @dataclass
 class Deadline:
+    """One clock for a whole run, so no sum of step timeouts can outlast it."""
+
     seconds: float
     step_timeout: float = 30.0
     start: float = field(default_factory=time.monotonic)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Delivery:
+    """What the ntfy server answered, phrased for the log and ``notify-test``."""
+
     ok: bool
     status: int | None
     detail: str

@@ -42,6 +42,8 @@ _OUTCOME_STATUS = {
 
 @dataclass
 class CheckResult:
+    """One check of one route; ``message`` is written for the person who gets paged."""
+
     name: str
     outcome: Outcome
     duration: float | None = None
@@ -54,6 +56,8 @@ class CheckResult:
 
 @dataclass
 class Certificate:
+    """The verified certificate an endpoint presented, kept for the expiry metric."""
+
     endpoint: str  # host:port
     not_after: float  # Unix time
     subject: str = ""
@@ -62,6 +66,8 @@ class Certificate:
 
 @dataclass
 class RouteResult:
+    """Everything one route found; outputs, state and metrics all read from it."""
+
     route: str
     checks: dict[str, CheckResult] = field(default_factory=dict)
     roundtrip: float | None = None
@@ -86,6 +92,8 @@ class RouteResult:
 
 @dataclass
 class RunResult:
+    """One run over every route: the single input of everything after the checks."""
+
     started_at: float  # Unix time
     duration: float
     routes: list[RouteResult]

@@ -28,6 +28,8 @@ STATE_VERSION = 1
 
 @dataclass
 class CheckState:
+    """A check's history across runs, so alerts can say "since" and count failures."""
+
     ok: bool
     since: float  # when it became ok or failing
     consecutive_failures: int = 0
@@ -54,6 +56,8 @@ class Alert:
 
 @dataclass
 class Incident:
+    """An outage in progress: what has been alerted, so changes alert once."""
+
     since: float  # start of the first failed run in a row
     alerted: bool = False
     alerted_problems: list[str] = field(default_factory=list)  # "route/check" keys
@@ -62,6 +66,8 @@ class Incident:
 
 @dataclass
 class State:
+    """Everything kept between runs (one process each): the JSON state file's content."""
+
     version: int = STATE_VERSION
     status: str = "OK"  # OK, WARNING, CRITICAL of the last run
     status_since: float | None = None

@@ -46,6 +46,8 @@ class ImapLoginError(Exception):
 
 @dataclass
 class Sighting:
+    """Where and when the test mail showed up, with the error bar of that moment."""
+
     folder: str
     uid: int
     seen: float  # monotonic estimate of when the mail became visible
@@ -56,6 +58,8 @@ class Sighting:
 
 @dataclass
 class _Folder:
+    """A watched folder and the first UID our mail could have."""
+
     name: str
     uidnext: int
 
