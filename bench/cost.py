@@ -5,7 +5,13 @@ Delivery is held back 1 s by the relay, as on a real server with a short queue; 
 run is a fresh ``mail-monitor run`` process under ``/usr/bin/time -v``, as the systemd
 timer starts it: with a state file and a metrics textfile, as the NixOS module
 configures it, and for comparison the checks alone (``--no-state``, no metrics).
-Also reports the CLI's import time (``python -X importtime``).
+
+Each is started two ways: through the console script of a throw-away virtualenv that
+pip installed the package into (as pipx installs it, and like the wrapped interpreter
+of the Nix package, it sees no other site-packages), and as ``python3 -m
+mail_monitor`` from the clone with the interpreter the benchmark runs under (whatever
+that interpreter loads at start-up, such as ``.pth`` hooks in its site-packages,
+counts too). Also reports the CLI's import time (``python -X importtime``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import argparse
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common import ROOT, environment_line, mail_stack, summary, write_config
 
@@ -45,6 +53,18 @@ def import_time(module: str, repeat: int) -> list[float]:
     return times
 
 
+def install_in_venv(directory: Path) -> Path | None:
+    """The package installed as users install it; None if pip cannot fetch what it needs."""
+    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+    done = subprocess.run([str(directory / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                           str(ROOT)], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"note: no virtualenv rows, pip could not install the package:\n{done.stderr[-500:]}",
+              file=sys.stderr)
+        return None
+    return directory / "bin" / "mail-monitor"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10)
@@ -53,20 +73,27 @@ def main() -> None:
     # As any real installation (pip, Nix) has them: byte-compiled modules. This sandbox sets
     # PYTHONDONTWRITEBYTECODE, which would otherwise make every run compile from source.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
-    with mail_stack(relay_delay=args.delay) as (stack, _relay):
+    with tempfile.TemporaryDirectory(prefix="mail-monitor-venv-") as venv, \
+            mail_stack(relay_delay=args.delay) as (stack, _relay):
         (stack.root / "textfiles").mkdir()
         full = write_config(stack, name="timer.toml", extra_monitor=f'state_file = "{stack.root / "state.json"}"',
                             extra=f'[metrics]\ntextfile = "{stack.root / "textfiles" / "mail_monitor.prom"}"\n')
         checks_only = write_config(stack)
-        run = [sys.executable, "-m", "mail_monitor", "run", "-c"]
-        variants = {"as the timer runs it (state + metrics)": [*run, str(full)],
-                    "checks only (--no-state, no metrics)": [*run, str(checks_only), "--no-state"]}
+        starts = {"`python3 -m mail_monitor` from the clone": [sys.executable, "-m", "mail_monitor"]}
+        console_script = install_in_venv(Path(venv))
+        if console_script is not None:
+            starts = {"console script in a virtualenv": [str(console_script)], **starts}
+        variants = {}
+        for how, start in starts.items():
+            variants[f"{how} | as the timer runs it (state + metrics)"] = [*start, "run", "-c", str(full)]
+            variants[f"{how} | checks only (--no-state, no metrics)"] = [*start, "run", "-c", str(checks_only),
+                                                                         "--no-state"]
         measured: dict[str, tuple[list[float], list[float], list[float]]] = {}
         for command in variants.values():
             timed_run(command)  # warm the page cache and Dovecot's index once
         for name in variants:
             measured[name] = ([], [], [])
-        for _ in range(args.repeat):  # interleaved, so drift in the machine hits both alike
+        for _ in range(args.repeat):  # interleaved, so drift in the machine hits all alike
             for name, command in variants.items():
                 wall, cpu, rss, stdout = timed_run(command)
                 assert stdout.startswith("MAIL-MONITOR OK"), stdout
@@ -75,8 +102,8 @@ def main() -> None:
     startup = [timed_run([sys.executable, "-c", "pass"])[0] for _ in range(args.repeat)]
     print(f"# cost of one healthy run, delivery delayed {args.delay:g} s ({environment_line()}), "
           f"{args.repeat} runs each")
-    print("| run | wall time, s | CPU user+sys, s | peak RSS, MiB |")
-    print("|---|---|---|---|")
+    print("| started as | run | wall time, s | CPU user+sys, s | peak RSS, MiB |")
+    print("|---|---|---|---|---|")
     for name, (walls, cpus, rsses) in measured.items():
         print(f"| {name} | {summary(walls, digits=3)} | {summary(cpus, digits=3)} | {summary(rsses, digits=1)} |")
     print()
