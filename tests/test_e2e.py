@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -255,13 +255,19 @@ def test_wrong_password_fails_auth_and_skips_the_rest(stack, secrets_dir, write_
     assert "not-the-password" not in done.stdout + done.stderr + json.dumps(report) + stderr
 
 
+def run_while_stopped(stop: Callable[[], None], start: Callable[[], None],
+                      config: Path) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    """One run while a daemon of the shared stack is down; it is back up afterwards."""
+    stop()
+    try:
+        return run_json(config)
+    finally:
+        start()
+
+
 def test_dovecot_down(stack, secrets_dir, write_config):
     config = write_config(self_config(stack, secrets_dir))
-    stack.stop_dovecot()
-    try:
-        code, report, _ = run_json(config)
-    finally:
-        stack.start_dovecot()
+    code, report, _ = run_while_stopped(stack.stop_dovecot, stack.start_dovecot, config)
     assert code == 2
     checks = outcomes(report)
     assert checks["imap_auth"] == "failed"
@@ -271,11 +277,7 @@ def test_dovecot_down(stack, secrets_dir, write_config):
 
 def test_postfix_down(stack, secrets_dir, write_config):
     config = write_config(self_config(stack, secrets_dir))
-    stack.stop_postfix()
-    try:
-        code, report, _ = run_json(config)
-    finally:
-        stack.start_postfix()
+    code, report, _ = run_while_stopped(stack.stop_postfix, stack.start_postfix, config)
     assert code == 2
     checks = outcomes(report)
     assert checks["smtp_auth"] == "failed" and checks["imap_auth"] == "ok"
