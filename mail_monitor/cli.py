@@ -279,7 +279,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UsageError(f"{path}: no state yet (no run has completed)")
     state = StateStore(path).load()
-    code = {"OK": 0, "WARNING": 1, "CRITICAL": 2}.get(state.status, 3)
+    code = int(Status.__members__.get(state.status, Status.UNKNOWN))
     if args.format == "json":
         sys.stdout.write(json.dumps(as_dict(state), indent=2) + "\n")
         return code

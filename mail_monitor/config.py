@@ -342,7 +342,6 @@ def _describe(value: object) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-
 def _monitor(reader: _Reader | None) -> MonitorSettings:
     defaults = MonitorSettings()
     if reader is None:
