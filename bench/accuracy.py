@@ -16,14 +16,13 @@ sent while waiting.
 
 from __future__ import annotations
 
-import argparse
 import ssl
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 
-from common import environment_line, mail_stack, run_monitor, summary, write_config
+from common import bench_arguments, environment_line, mail_stack, run_monitor, summary, write_config
 from imapclient import IMAPClient
 
 
@@ -105,9 +104,8 @@ def one_round(stack, relay, config) -> dict[str, tuple[float | None, float]]:  #
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_arguments(__doc__, repeat=7, delay=False)
     parser.add_argument("--delays", type=float, nargs="+", default=[0.2, 1.0, 3.0])
-    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     print(f"# receive accuracy ({environment_line()}), {args.repeat} runs per delay")
     print("| delay | strategy | error vs. ideal observer, ms (min / median / max) | median \\|error\\|, ms "

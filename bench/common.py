@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -161,6 +162,24 @@ def run_monitor(config: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     if not done.stdout:
         raise RuntimeError(done.stderr)
     return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def bench_arguments(doc: str | None, *, repeat: int, delay: bool = True) -> argparse.ArgumentParser:
+    """``--repeat`` (and ``--delay`` of the relay); each script adds what it varies."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    if delay:
+        parser.add_argument("--delay", type=float, default=1.0)
+    return parser
+
+
+def byte_compile() -> None:
+    """Byte-compile the package, as any real installation (pip, Nix) has it.
+
+    This sandbox sets PYTHONDONTWRITEBYTECODE, which would otherwise make every timed
+    run compile mail_monitor from source.
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
 
 
 def summary(values: Sequence[float], scale: float = 1.0, digits: int = 0) -> str:

@@ -16,7 +16,6 @@ counts too). Also reports the CLI's import time (``python -X importtime``).
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment_line, mail_stack, summary, write_config
+from common import ROOT, bench_arguments, byte_compile, environment_line, mail_stack, summary, write_config
 
 
 def timed_run(command: list[str]) -> tuple[float, float, float, str]:
@@ -66,13 +65,8 @@ def install_in_venv(directory: Path) -> Path | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--delay", type=float, default=1.0)
-    args = parser.parse_args()
-    # As any real installation (pip, Nix) has them: byte-compiled modules. This sandbox sets
-    # PYTHONDONTWRITEBYTECODE, which would otherwise make every run compile from source.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
+    args = bench_arguments(__doc__, repeat=10).parse_args()
+    byte_compile()
     with tempfile.TemporaryDirectory(prefix="mail-monitor-venv-") as venv, \
             mail_stack(relay_delay=args.delay) as (stack, _relay):
         (stack.root / "textfiles").mkdir()

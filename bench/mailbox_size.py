@@ -9,19 +9,17 @@ still be there: cleanup never touches them.
 
 from __future__ import annotations
 
-import argparse
 import imaplib
 import os
 import pwd
 import resource
 import ssl
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import ROOT, environment_line, mail_stack, run_monitor, summary, write_config
+from common import bench_arguments, byte_compile, environment_line, mail_stack, run_monitor, summary, write_config
 from mailstack import MailStack
 
 
@@ -76,12 +74,10 @@ def count_mails(maildir: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_arguments(__doc__, repeat=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 50_000])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--delay", type=float, default=1.0)
     args = parser.parse_args()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
+    byte_compile()
     mail = pwd.getpwnam("mail")
     rows = []
     with mail_stack(relay_delay=args.delay) as (stack, _relay):

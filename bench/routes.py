@@ -8,22 +8,17 @@ delivery held back by the relay as in the cost benchmark.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import subprocess
-import sys
 import time
 
-from common import ROOT, environment_line, mail_stack, run_monitor, summary, write_config
+from common import bench_arguments, byte_compile, environment_line, mail_stack, run_monitor, summary, write_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_arguments(__doc__, repeat=5)
     parser.add_argument("--routes", type=int, nargs="+", default=[1, 10, 50])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--delay", type=float, default=1.0)
     args = parser.parse_args()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mail_monitor")], check=True)
+    byte_compile()
     users = [f"user{i:02d}" for i in range(max(args.routes))]
     results: dict[int, tuple[list[float], list[float], int]] = {}
     with mail_stack(users=users, relay_delay=args.delay) as (stack, _relay):
