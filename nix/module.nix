@@ -119,22 +119,33 @@ let
 
   configFile = settingsFormat.generate "mail-monitor.toml" renderedSettings;
 
-  deadlineSeconds =
-    let
-      raw = toString (cfg.settings.monitor.deadline or "3m");
-      parts = builtins.match "([0-9]+)(s|m|h)?" raw;
-      number = lib.toInt (builtins.head parts);
-      unit = builtins.elemAt parts 1;
-    in
-    if parts == null then
-      180
+  # Seconds in a duration as the program reads it ("90s", "4.5m", "250ms", "1d", 300);
+  # null for anything it would refuse.
+  durationSeconds =
+    value:
+    if builtins.isInt value || builtins.isFloat value then
+      value
     else
-      number
-      * {
-        "s" = 1;
-        "m" = 60;
-        "h" = 3600;
-      }.${if unit == null then "s" else unit};
+      let
+        parts = builtins.match "[[:space:]]*0*([0-9]+)(\\.[0-9]+)?[[:space:]]*(ms|s|m|h|d)?[[:space:]]*" (
+          toString value
+        );
+        number = builtins.fromJSON (builtins.elemAt parts 0 + toString (builtins.elemAt parts 1));
+        unit = builtins.elemAt parts 2;
+      in
+      if !(builtins.isString value) || parts == null then
+        null
+      else
+        number
+        * {
+          "ms" = 0.001;
+          "s" = 1;
+          "m" = 60;
+          "h" = 3600;
+          "d" = 86400;
+        }.${if unit == null then "s" else unit};
+
+  deadlineSeconds = durationSeconds (cfg.settings.monitor.deadline or "3m");
 
   metricsDirectory = cfg.metrics.textfile.directory;
 in
@@ -341,6 +352,10 @@ in
           message = "services.mail-monitor: the simple setup needs smtp.host, credentials.username and credentials.passwordFile (imap.host defaults to smtp.host).";
         }
         {
+          assertion = deadlineSeconds != null;
+          message = "services.mail-monitor: settings.monitor.deadline: expected a duration like \"90s\", \"5m\", \"1h\" or a number of seconds, got ${builtins.toJSON cfg.settings.monitor.deadline}.";
+        }
+        {
           assertion = !cfg.ntfy.enable || cfg.ntfy.topic != null;
           message = "services.mail-monitor: ntfy.enable is set but ntfy.topic is not.";
         }
@@ -374,8 +389,9 @@ in
             1
             2
           ];
-          # Above the run's own deadline, which it never exceeds.
-          TimeoutStartSec = deadlineSeconds + 60;
+          # Above the run's own deadline, which it never exceeds. (An unreadable deadline
+          # fails an assertion; 180 only keeps this evaluable until then.)
+          TimeoutStartSec = builtins.ceil (if deadlineSeconds == null then 180 else deadlineSeconds) + 60;
           LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") secrets;
 
           # A dedicated static user rather than DynamicUser: node_exporter must read the

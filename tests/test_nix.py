@@ -20,6 +20,8 @@ import pytest
 import tomli_w
 from conftest import run_cli
 
+from mail_monitor.config import parse_duration
+
 ROOT = Path(__file__).resolve().parent.parent
 NIX_FILES = sorted(p for p in ROOT.rglob("*.nix") if ".git" not in p.parts)
 LIB = os.environ.get("MAIL_MONITOR_NIXPKGS_LIB")
@@ -173,6 +175,22 @@ def test_settings_add_accounts_and_routes_with_their_secrets(tmp_path: Path) -> 
     resolved = check_config(result, tmp_path)
     assert sorted(r["name"] for r in resolved["routes"]) == ["default", "from-gmail", "to-gmail"]
     assert resolved["accounts"]["gmail"]["password_file"] == "$CREDENTIALS_DIRECTORY/password-gmail"
+
+
+@needs_lib
+@pytest.mark.parametrize("deadline", ["4.5m", 300, 450.5, "1d", "1500ms", " 05s "])
+def test_start_timeout_stays_above_the_deadline_the_program_reads(tmp_path: Path, deadline: object) -> None:
+    # systemd must never kill a run that is still within its own deadline.
+    result = evaluate(merged(BASE, {"settings": {"monitor": {"deadline": deadline}}}))
+    assert result["failedAssertions"] == []
+    seconds = parse_duration(check_config(result, tmp_path)["monitor"]["deadline"])
+    assert seconds + 60 <= result["serviceConfig"]["TimeoutStartSec"] < seconds + 61
+
+
+@needs_lib
+def test_unreadable_deadline_is_a_clear_assertion() -> None:
+    failed = evaluate(merged(BASE, {"settings": {"monitor": {"deadline": "soon"}}}))["failedAssertions"]
+    assert len(failed) == 1 and 'settings.monitor.deadline: expected a duration like "90s"' in failed[0]
 
 
 @needs_lib
