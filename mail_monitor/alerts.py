@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
-from mail_monitor.results import CheckResult, Outcome, RunResult
+from mail_monitor.results import Arrival, CheckResult, Outcome, RunResult, Subject
 from mail_monitor.state import Alert, CheckState, Incident, State
 
 PRIORITY_DEFAULT = 3
@@ -34,14 +34,14 @@ class AlertPolicy:
 def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float) -> tuple[State, list[Alert]]:
     state = copy.deepcopy(previous)
     _update_checks(state, result, now)
-    status = result.status.label
+    status = result.status
     if state.status != status or state.status_since is None:
         state.status, state.status_since = status, now
     state.runs_total += 1
     state.last_run = now
     state.first_run = False
 
-    problems = {f"{route.route}/{check.name}": check for route in result.routes for check in route.failing()}
+    problems = {check.key: check for check in result.failing()}
     alerts: list[Alert] = []
     if problems:
         state.consecutive_failed_runs += 1
@@ -76,44 +76,68 @@ def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float
 
 
 def _update_checks(state: State, result: RunResult, now: float) -> None:
-    for route in result.routes:
-        checks = state.checks.setdefault(route.route, {})
-        for check in route.checks.values():
-            if check.outcome is Outcome.SKIPPED:
-                continue  # says nothing new about this check
-            ok = check.ok
-            current = checks.get(check.name)
-            if current is None or current.ok != ok:
-                current = CheckState(ok=ok, since=now, last_success=current.last_success if current else None,
-                                     failures_total=current.failures_total if current else 0)
-                checks[check.name] = current
-            current.outcome = check.outcome.value
-            if ok:
-                current.consecutive_failures = 0
-                current.last_success = now
-                current.last_error = check.message if check.outcome is Outcome.WARNING else ""
-            else:
-                current.consecutive_failures += 1
-                current.failures_total += 1
-                current.last_error = check.message
-        if route.roundtrip is not None:
-            state.last_roundtrip[route.route] = route.roundtrip
+    """Fold this run into each check's history; checks no longer configured are dropped."""
+    present: dict[str, set[str]] = {}
+    for check in result.checks:
+        subject = str(check.subject)
+        present.setdefault(subject, set()).add(check.name)
+        if check.outcome is Outcome.SKIPPED or check.carried:
+            continue  # says nothing new about this check
+        checks = state.checks.setdefault(subject, {})
+        ok = check.ok
+        current = checks.get(check.name)
+        if current is None or current.ok != ok:
+            current = CheckState(outcome=check.outcome, since=now,
+                                 last_success=current.last_success if current else None,
+                                 failures_total=current.failures_total if current else 0)
+            checks[check.name] = current
+        current.outcome = check.outcome
+        current.checked_at = check.checked_at if check.checked_at is not None else now
+        current.message = check.message
+        if ok:
+            current.consecutive_failures = 0
+            current.last_success = now
+            current.last_error = check.message if check.outcome is Outcome.WARNING else ""
+        else:
+            current.consecutive_failures += 1
+            current.failures_total += 1
+            current.last_error = check.message
+    for subject_result in result.subjects:
+        arrival = subject_result.detail(Arrival)
+        if arrival is not None:
+            state.last_roundtrip[str(subject_result.subject)] = arrival.roundtrip
+    state.checks = {subject: {name: check for name, check in checks.items() if name in present[subject]}
+                    for subject, checks in state.checks.items() if subject in present}
+    state.last_roundtrip = {k: v for k, v in state.last_roundtrip.items() if k in present}
 
 
 def _new_alert(state: State, kind: str, title: str, message: str, priority: int, tags: list[str],
                now: float) -> Alert:
+    incident = state.incident.id if state.incident is not None else ""
     alert = Alert(id=f"{state.next_alert}", kind=kind, title=title, message=message,
-                  priority=priority, tags=tags, created=now)
+                  priority=priority, tags=tags, created=now, sequence_id=incident)
     state.next_alert += 1
     return alert
 
 
 def _lines(problems: dict[str, CheckResult]) -> str:
-    return "\n".join(f"• {key}: {check.message or 'failed'}" for key, check in sorted(problems.items()))
+    return "\n".join(f"• {check.label}: {check.message or 'failed'}" for _, check in sorted(problems.items()))
 
 
 def _routes(problems: dict[str, CheckResult]) -> str:
-    return ", ".join(sorted({key.split("/")[0] for key in problems}))
+    return ", ".join(sorted({check.subject.label for check in problems.values()}))
+
+
+def _labels(keys: list[str]) -> str:
+    """``route:self/receive`` keys as people read them: ``self/receive``."""
+    out = []
+    for key in keys:
+        subject, _, check = key.rpartition("/")
+        try:
+            out.append(f"{Subject.parse(subject).label}/{check}")
+        except ValueError:
+            out.append(key)
+    return ", ".join(out)
 
 
 def _failure(state: State, result: RunResult, problems: dict[str, CheckResult], now: float) -> Alert:
@@ -130,7 +154,7 @@ def _update(state: State, result: RunResult, problems: dict[str, CheckResult], b
     title = f"Mail still broken on {result.instance}, changed: {_routes(problems)}"
     message = "Now failing:\n" + _lines(problems)
     if healed:
-        message += "\n\nWorking again: " + ", ".join(healed)
+        message += "\n\nWorking again: " + _labels(healed)
     return _new_alert(state, "update", title, message, PRIORITY_HIGH, ["warning"], now)
 
 
@@ -144,7 +168,8 @@ def _reminder(state: State, result: RunResult, problems: dict[str, CheckResult],
 def _recovery(state: State, result: RunResult, incident: Incident, now: float) -> Alert:
     outage = human_duration(result.started_at - incident.since)
     started = dt.datetime.fromtimestamp(incident.since, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    trips = [f"{r.route} {r.roundtrip:.2f}s" for r in result.routes if r.roundtrip is not None]
+    trips = [f"{r.subject.label} {arrival.roundtrip:.2f}s" for r in result.subjects
+             if (arrival := r.detail(Arrival)) is not None]
     message = f"All checks pass again after {outage} (broken since {started})."
     if trips:
         message += "\nRoundtrip: " + ", ".join(trips)

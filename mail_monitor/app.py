@@ -1,24 +1,26 @@
-"""One monitoring run end to end: checks, then output, state, alerts and metrics.
+"""One monitoring run end to end: checks, then state and alerts, metrics, and output.
 
-Data flows one way: config -> runner -> results -> (state + alerts, metrics, output).
+Data flows one way: config -> engine -> results -> (state + alerts, metrics, output).
+The output comes last so that its status word, the JSON status, the status metric and
+the exit code always agree, also when the monitor itself failed (state, metrics).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mail_monitor.checks import all_steps, run_checks
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
 from mail_monitor.errors import StateError
 from mail_monitor.output import render
-from mail_monitor.results import RunResult, Status
-from mail_monitor.runner import run_checks
+from mail_monitor.results import CheckResult, RunResult
 
 if TYPE_CHECKING:
     from mail_monitor.state import State, StateStore
@@ -26,48 +28,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-LATER_PHASES = ("mail_monitor.state", "mail_monitor.alerts")
-
-
-def _preload(modules: tuple[str, ...]) -> None:
-    """Import what the run needs after the checks, while the test mails are in flight."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # reported properly when the module is really used
-            return
-
-
 def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: bool = True) -> int:
+    from mail_monitor.state import StateStore
+
     deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
-    later = LATER_PHASES + (("mail_monitor.metrics",) if config.metrics_textfile else ())
-    result = run_checks(config, deadline, while_waiting=lambda: _preload(later))
-    from mail_monitor.alerts import AlertPolicy, evaluate
-    from mail_monitor.state import State, StateStore
-
-    # The checks are reported whatever happens to the state, alerts or metrics below.
-    sys.stdout.write(render(result, fmt))
-    sys.stdout.flush()
-    exit_code = int(result.status)
-
     store = StateStore(config.monitor.state_file) if use_state and config.monitor.state_file else None
+    result = run_checks(config, deadline, carried=_carried(config, store))
+    errors: list[str] = []
     try:
         state = record(config, result, store, deadline, notify)
     except StateError as exc:
         log.error("%s", exc)
-        exit_code = int(Status.UNKNOWN)
+        errors.append(str(exc))
         state = None
     if config.metrics_textfile is not None:
+        from mail_monitor.alerts import AlertPolicy, evaluate
         from mail_monitor.metrics import write_textfile
+        from mail_monitor.state import State
 
         if state is None:
             state, _ = evaluate(State(), result, AlertPolicy(enabled=False), time.time())
         try:
-            write_textfile(config.metrics_textfile, result, state)
+            write_textfile(config.metrics_textfile, dataclasses.replace(result, errors=tuple(errors)), state)
         except OSError as exc:
-            log.error("%s: cannot write metrics: %s", config.metrics_textfile, exc.strerror)
-            exit_code = int(Status.UNKNOWN)
-    return exit_code
+            message = f"{config.metrics_textfile}: cannot write metrics: {exc.strerror or exc}"
+            log.error("%s", message)
+            errors.append(message)
+    final = dataclasses.replace(result, errors=tuple(errors))
+    sys.stdout.write(render(final, fmt))
+    sys.stdout.flush()
+    return int(final.status)
+
+
+def _carried(config: Config, store: StateStore | None) -> dict[str, CheckResult]:
+    """Last results for checks that do not run every time; read without the lock, best effort."""
+    if store is None or not any(step.interval > 0 for step in all_steps(config)):
+        return {}
+    try:
+        return store.load(read_only=True).last_results()
+    except StateError as exc:
+        log.debug("no earlier results to carry: %s", exc)
+        return {}
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from mail_monitor.config import (
 from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
 from mail_monitor.output import FORMATS
-from mail_monitor.results import Status
+from mail_monitor.results import Outcome, Status, Subject
 
 log = logging.getLogger("mail_monitor")
 
@@ -278,28 +278,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = config.monitor.state_file
     if not path.exists():
         raise UsageError(f"{path}: no state yet (no run has completed)")
-    state = StateStore(path).load()
-    code = int(Status.__members__.get(state.status, Status.UNKNOWN))
+    state = StateStore(path).load(read_only=True)
+    code = int(state.status)
     if args.format == "json":
         sys.stdout.write(json.dumps(as_dict(state), indent=2) + "\n")
         return code
     now = time.time()
-    lines = [f"status: {state.status} since {_ago(now, state.status_since)}",
+    lines = [f"status: {state.status.label} since {_ago(now, state.status_since)}",
              f"last run: {_ago(now, state.last_run)}; {state.runs_total} runs"]
     failing, warning = [], []
-    for route, checks in sorted(state.checks.items()):
+    for subject, checks in sorted(state.checks.items()):
+        label = Subject.parse(subject).label
         for name, check in sorted(checks.items()):
             if not check.ok:
-                failing.append(f"  {route}/{name}: failing since {_ago(now, check.since)}, "
+                failing.append(f"  {label}/{name}: failing since {_ago(now, check.since)}, "
                                f"{check.consecutive_failures} run(s) in a row: {check.last_error}")
-            elif check.outcome == "warning":
-                warning.append(f"  {route}/{name}: {check.last_error}")
+            elif check.outcome is Outcome.WARNING:
+                warning.append(f"  {label}/{name}: {check.last_error}")
     if failing:
         lines += ["failing:", *failing]
     if warning:
         lines += ["warnings:", *warning]
     if state.last_roundtrip:
-        trips = ", ".join(f"{route} {seconds:.2f}s" for route, seconds in sorted(state.last_roundtrip.items()))
+        trips = ", ".join(f"{Subject.parse(subject).label} {seconds:.2f}s"
+                          for subject, seconds in sorted(state.last_roundtrip.items()))
         lines.append(f"last roundtrip: {trips}")
     if state.queue:
         lines.append(f"alerts waiting for delivery: {len(state.queue)}")

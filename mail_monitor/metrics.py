@@ -7,6 +7,7 @@ keep counting across runs (each run is a new process).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,8 +16,28 @@ from prometheus_client.registry import Collector
 
 from mail_monitor import __version__
 from mail_monitor.files import write_atomic
-from mail_monitor.results import Outcome, RunResult
+from mail_monitor.results import Arrival, Outcome, RunResult, Subject, SubjectKind
 from mail_monitor.state import State
+
+
+@dataclass(frozen=True)
+class CheckFamily:
+    """The metric names and labels of one kind of subject's checks."""
+
+    prefix: str  # mail_monitor_check_success, mail_monitor_dns_check_success, ...
+    labels: tuple[str, ...]  # the subject's label(s); "check" is added
+    consecutive: str  # routes keep the name they had before subjects existed
+
+    def label_values(self, subject: Subject, check: str) -> list[str]:
+        return [subject.name, check] if self.labels else [check]
+
+
+FAMILIES = {
+    SubjectKind.ROUTE: CheckFamily("mail_monitor_check", ("route",), "mail_monitor_consecutive_failures"),
+    SubjectKind.DOMAIN: CheckFamily("mail_monitor_dns_check", ("domain",),
+                                    "mail_monitor_dns_check_consecutive_failures"),
+    SubjectKind.HOST: CheckFamily("mail_monitor_host_check", (), "mail_monitor_host_check_consecutive_failures"),
+}
 
 
 class RunCollector(Collector):
@@ -25,56 +46,78 @@ class RunCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
+        for kind, family in FAMILIES.items():
+            yield from self._checks(kind, family)
+        yield from self._routes()
+        yield from self._run()
+
+    def _checks(self, kind: SubjectKind, family: CheckFamily) -> Iterator[Metric]:
         result, state = self.result, self.state
-        labels = ["route", "check"]
-        success = GaugeMetricFamily("mail_monitor_check_success",
+        labels = [*family.labels, "check"]
+        success = GaugeMetricFamily(f"{family.prefix}_success",
                                     "1 if the check passed (warnings included), 0 if it failed; absent if skipped",
                                     labels=labels)
-        duration = GaugeMetricFamily("mail_monitor_check_duration_seconds", "Time the check took", labels=labels)
-        warning = GaugeMetricFamily("mail_monitor_check_warning",
+        duration = GaugeMetricFamily(f"{family.prefix}_duration_seconds", "Time the check took", labels=labels)
+        warning = GaugeMetricFamily(f"{family.prefix}_warning",
                                     "1 if the check passed with a warning (spam folder, slow, cert expiring)",
                                     labels=labels)
+        checked = GaugeMetricFamily(f"{family.prefix}_timestamp_seconds",
+                                    "When the check last ran (older than the run when it was not due)",
+                                    labels=labels)
+        for subject_result in result.of_kind(kind):
+            for check in subject_result.checks:
+                if check.outcome is Outcome.SKIPPED:
+                    continue
+                values = family.label_values(subject_result.subject, check.name)
+                success.add_metric(values, 1.0 if check.ok else 0.0)
+                warning.add_metric(values, 1.0 if check.outcome is Outcome.WARNING else 0.0)
+                if check.duration is not None:
+                    duration.add_metric(values, check.duration)
+                if check.checked_at is not None:
+                    checked.add_metric(values, check.checked_at)
+        consecutive = GaugeMetricFamily(family.consecutive, "Failed runs in a row for this check", labels=labels)
+        failures = CounterMetricFamily(f"{family.prefix}_failures", "Failed runs of this check, ever",
+                                       labels=labels)
+        last_success = GaugeMetricFamily(f"{family.prefix}_last_success_timestamp_seconds",
+                                         "When the check last passed", labels=labels)
+        for subject_text, checks in sorted(state.checks.items()):
+            subject = Subject.parse(subject_text)
+            if subject.kind is not kind:
+                continue
+            for name, check_state in sorted(checks.items()):
+                values = family.label_values(subject, name)
+                consecutive.add_metric(values, check_state.consecutive_failures)
+                failures.add_metric(values, check_state.failures_total)
+                if check_state.last_success is not None:
+                    last_success.add_metric(values, check_state.last_success)
+        # A kind of subject nobody configured adds nothing to the file, not even HELP lines.
+        yield from (m for m in (success, duration, warning, checked, consecutive, failures, last_success)
+                    if m.samples)
+
+    def _routes(self) -> Iterator[Metric]:
         roundtrip = GaugeMetricFamily("mail_monitor_roundtrip_seconds",
                                       "Submission start until the test mail was seen", labels=["route"])
         delivery = GaugeMetricFamily("mail_monitor_delivery_seconds",
                                      "Server-side delivery time from the Received headers", labels=["route"])
         in_spam = GaugeMetricFamily("mail_monitor_received_in_spam",
                                     "1 if the test mail landed in an extra (spam) folder", labels=["route"])
-        for route in result.routes:
-            for check in route.checks.values():
-                if check.outcome is Outcome.SKIPPED:
-                    continue
-                success.add_metric([route.route, check.name], 1.0 if check.ok else 0.0)
-                warning.add_metric([route.route, check.name], 1.0 if check.outcome is Outcome.WARNING else 0.0)
-                if check.duration is not None:
-                    duration.add_metric([route.route, check.name], check.duration)
-            if route.roundtrip is not None:
-                roundtrip.add_metric([route.route], route.roundtrip)
-                in_spam.add_metric([route.route], 1.0 if route.in_spam else 0.0)
-            if route.delivery is not None:
-                delivery.add_metric([route.route], route.delivery)
-        yield from (success, duration, warning, roundtrip, delivery, in_spam)
-
+        for route in self.result.routes:
+            arrival = route.detail(Arrival)
+            if arrival is None:
+                continue
+            roundtrip.add_metric([route.subject.name], arrival.roundtrip)
+            in_spam.add_metric([route.subject.name], 1.0 if arrival.in_spam else 0.0)
+            if arrival.delivery is not None:
+                delivery.add_metric([route.subject.name], arrival.delivery)
+        yield from (roundtrip, delivery, in_spam)
         cert = GaugeMetricFamily("mail_monitor_tls_cert_not_after_timestamp_seconds",
                                  "Expiry of the certificate an endpoint presented", labels=["endpoint"])
-        for endpoint, certificate in sorted(result.certificates().items()):
+        for endpoint, certificate in sorted(self.result.certificates().items()):
             cert.add_metric([endpoint], certificate.not_after)
         yield cert
 
-        consecutive = GaugeMetricFamily("mail_monitor_consecutive_failures",
-                                        "Failed runs in a row for this check", labels=labels)
-        failures = CounterMetricFamily("mail_monitor_check_failures", "Failed runs of this check, ever",
-                                       labels=labels)
-        last_success = GaugeMetricFamily("mail_monitor_check_last_success_timestamp_seconds",
-                                         "When the check last passed", labels=labels)
-        for route_name, checks in sorted(state.checks.items()):
-            for name, check_state in sorted(checks.items()):
-                consecutive.add_metric([route_name, name], check_state.consecutive_failures)
-                failures.add_metric([route_name, name], check_state.failures_total)
-                if check_state.last_success is not None:
-                    last_success.add_metric([route_name, name], check_state.last_success)
-        yield from (consecutive, failures, last_success)
-
+    def _run(self) -> Iterator[Metric]:
+        result, state = self.result, self.state
         runs = CounterMetricFamily("mail_monitor_runs", "Runs, ever")
         runs.add_metric([], state.runs_total)
         yield runs

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mail_monitor.results import Outcome, RouteResult, RunResult
+from mail_monitor.results import (
+    Arrival,
+    CheckResult,
+    CleanupReport,
+    Outcome,
+    RunResult,
+    SubjectKind,
+    SubjectResult,
+    Submission,
+    certificates,
+)
 
 FORMATS = ("text", "json", "influx")
 
@@ -20,37 +30,59 @@ def render(result: RunResult, fmt: str) -> str:
 
 
 def to_dict(result: RunResult) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "status": result.status.label,
         "exit_code": int(result.status),
         "instance": result.instance,
         "started_at": round(result.started_at, 3),
         "duration_seconds": round(result.duration, 4),
         "routes": [_route_dict(r) for r in result.routes],
+        "subjects": [_subject_dict(s, result) for s in result.subjects
+                     if s.subject.kind is not SubjectKind.ROUTE],
     }
+    if result.errors:
+        data["errors"] = list(result.errors)
+    return data
 
 
-def _route_dict(route: RouteResult) -> dict[str, Any]:
+def _checks_dict(subject: SubjectResult, started_at: float) -> dict[str, Any]:
+    out = {}
+    for c in subject.checks:
+        entry: dict[str, Any] = {"outcome": c.outcome.value, "duration_seconds": _round(c.duration),
+                                 "message": c.message}
+        if c.carried and c.checked_at is not None:
+            entry["age_seconds"] = round(max(0.0, started_at - c.checked_at), 1)
+        out[c.name] = entry
+    return out
+
+
+def _subject_dict(subject: SubjectResult, result: RunResult) -> dict[str, Any]:
+    return {"subject": str(subject.subject), "status": subject.status.label,
+            "checks": _checks_dict(subject, result.started_at)}
+
+
+def _route_dict(route: SubjectResult) -> dict[str, Any]:
+    arrival = route.detail(Arrival)
+    submission = route.detail(Submission)
+    cleanup = route.detail(CleanupReport)
     return {
-        "route": route.route,
+        "route": route.subject.name,
         "status": route.status.label,
-        "roundtrip_seconds": _round(route.roundtrip),
-        "roundtrip_uncertainty_seconds": _round(route.roundtrip_uncertainty),
-        "delivery_seconds": route.delivery,
-        "submitted_at": _round(route.submitted_at),
-        "seen_at": _round(route.seen_at),
-        "folder": route.folder,
-        "in_spam": route.in_spam,
-        "stale_deleted": route.stale_deleted,
-        "imap_commands_while_waiting": route.imap_commands,
-        "imap_wait_seconds": _round(route.imap_wait_seconds),
-        "checks": {
-            c.name: {"outcome": c.outcome.value, "duration_seconds": _round(c.duration), "message": c.message}
-            for c in route.checks.values()
-        },
+        "roundtrip_seconds": _round(arrival.roundtrip) if arrival else None,
+        "roundtrip_uncertainty_seconds": _round(arrival.uncertainty) if arrival else None,
+        "delivery_seconds": arrival.delivery if arrival else None,
+        "submitted_at": _round(submission.submitted_at) if submission else None,
+        "seen_at": _round(arrival.seen_at) if arrival else None,
+        "folder": arrival.folder if arrival else None,
+        "in_spam": arrival.in_spam if arrival else False,
+        "stale_deleted": cleanup.stale_deleted if cleanup else 0,
+        "imap_commands_while_waiting": arrival.commands if arrival else 0,
+        "imap_wait_seconds": _round(arrival.waited) if arrival else None,
+        "checks": _checks_dict(route, 0.0),
         "certificates": [
-            {"endpoint": c.endpoint, "not_after": c.not_after, "subject": c.subject, "issuer": c.issuer}
-            for c in route.certificates
+            {"endpoint": c.endpoint, "not_after": c.not_after, "subject": c.subject, "issuer": c.issuer,
+             "tls_version": c.tls_version}
+            for c in certificates(route.checks).values()
         ],
     }
 
@@ -59,31 +91,45 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _problems(result: RunResult) -> list[str]:
+    problems = [f"mail-monitor: {error}" for error in result.errors]
+    problems += [f"{c.label}: {c.message}" for c in result.checks
+                 if c.outcome in (Outcome.FAILED, Outcome.WARNING)]
+    return problems
+
+
 def summary_line(result: RunResult) -> str:
     """The monitoring-plugins style first line: ``MAIL-MONITOR OK - ... | perfdata``."""
     status = result.status
-    problems = []
-    for route in result.routes:
-        for check in route.checks.values():
-            if check.outcome in (Outcome.FAILED, Outcome.WARNING):
-                problems.append(f"{route.route}/{check.name}: {check.message}")
+    problems = _problems(result)
+    trips = [(r.subject.name, a.roundtrip) for r in result.routes if (a := r.detail(Arrival)) is not None]
     if problems:
         text = "; ".join(problems)
     else:
-        trips = [f"{r.route} {r.roundtrip:.2f}s" for r in result.routes if r.roundtrip is not None]
-        text = f"{len(result.routes)} route(s) ok" + (f", roundtrip {', '.join(trips)}" if trips else "")
-    perf = [f"'{r.route}_roundtrip'={r.roundtrip:.3f}s" for r in result.routes if r.roundtrip is not None]
+        text = f"{len(result.routes)} route(s) ok" + (
+            f", roundtrip {', '.join(f'{name} {seconds:.2f}s' for name, seconds in trips)}" if trips else "")
+        others = len(result.subjects) - len(result.routes)
+        if others:
+            text += f", {others} other subject(s) ok"
+    perf = [f"'{name}_roundtrip'={seconds:.3f}s" for name, seconds in trips]
     perf.append(f"run={result.duration:.3f}s")
     return f"MAIL-MONITOR {status.label} - {text} | {' '.join(perf)}"
 
 
+def _check_line(check: CheckResult, started_at: float) -> str:
+    duration = f"{check.duration:7.3f}s" if check.duration is not None else " " * 8
+    message = check.message
+    if check.carried and check.checked_at is not None:
+        message = f"{message} (checked {max(0.0, started_at - check.checked_at):.0f}s ago)".lstrip()
+    return f"  {check.name:<10} {check.outcome.value.upper():<8} {duration}  {message}".rstrip()
+
+
 def to_text(result: RunResult) -> str:
     lines = [summary_line(result)]
-    for route in result.routes:
-        lines.append(f"route {route.route}: {route.status.label}")
-        for check in route.checks.values():
-            duration = f"{check.duration:7.3f}s" if check.duration is not None else " " * 8
-            lines.append(f"  {check.name:<10} {check.outcome.value.upper():<8} {duration}  {check.message}".rstrip())
+    for subject in result.subjects:
+        name = f"route {subject.subject.name}" if subject.subject.kind is SubjectKind.ROUTE else str(subject.subject)
+        lines.append(f"{name}: {subject.status.label}")
+        lines.extend(_check_line(check, result.started_at) for check in subject.checks)
     return "\n".join(lines) + "\n"
 
 
@@ -100,20 +146,26 @@ def to_influx(result: RunResult) -> str:
     stamp = int(result.started_at * 1e9)
     instance = _tag(result.instance or "mail-monitor")
     lines = []
-    for route in result.routes:
-        tags = f"instance={instance},route={_tag(route.route)}"
-        for check in route.checks.values():
+    for subject in result.subjects:
+        kind = subject.subject.kind
+        tags = f"instance={instance}" + (f",{kind.value}={_tag(subject.subject.name)}"
+                                         if kind is not SubjectKind.HOST else ",subject=host")
+        for check in subject.checks:
             if check.outcome is Outcome.SKIPPED:
                 continue
             fields = [f"success={1 if check.ok else 0}i", f"outcome={_string_field(check.outcome.value)}"]
             if check.duration is not None:
                 fields.append(f"duration_seconds={check.duration:.6f}")
             lines.append(f"mail_monitor_check,{tags},check={_tag(check.name)} {','.join(fields)} {stamp}")
-        fields = [f"status={int(route.status)}i", f"in_spam={'true' if route.in_spam else 'false'}"]
-        if route.roundtrip is not None:
-            fields.append(f"roundtrip_seconds={route.roundtrip:.6f}")
-        if route.delivery is not None:
-            fields.append(f"delivery_seconds={route.delivery:.3f}")
+        if kind is not SubjectKind.ROUTE:
+            continue
+        arrival = subject.detail(Arrival)
+        fields = [f"status={int(subject.status)}i",
+                  f"in_spam={'true' if arrival is not None and arrival.in_spam else 'false'}"]
+        if arrival is not None:
+            fields.append(f"roundtrip_seconds={arrival.roundtrip:.6f}")
+            if arrival.delivery is not None:
+                fields.append(f"delivery_seconds={arrival.delivery:.3f}")
         lines.append(f"mail_monitor_route,{tags} {','.join(fields)} {stamp}")
     for endpoint, cert in result.certificates().items():
         lines.append(f"mail_monitor_tls,instance={instance},endpoint={_tag(endpoint)} "
@@ -121,4 +173,3 @@ def to_influx(result: RunResult) -> str:
     lines.append(f"mail_monitor_run,instance={instance} status={int(result.status)}i,"
                  f"duration_seconds={result.duration:.6f} {stamp}")
     return "\n".join(lines) + "\n"
-

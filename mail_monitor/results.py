@@ -1,11 +1,17 @@
-"""What one run found: plain dataclasses that flow on to state, alerts, metrics and output."""
+"""What one run found: frozen dataclasses that flow on to state, alerts, metrics and output.
+
+Every check result has a *subject* (a route, a domain, the local host) and a check
+name; everything after the engine is keyed by the two. Values a check measured are
+typed *details* (an :class:`Arrival` for ``receive``, a :class:`TlsReport` for
+``tls``...), so outputs find them by type, never by check name.
+"""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-
-CHECKS: tuple[str, ...] = ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")
+from typing import TypeVar
 
 
 class Status(enum.IntEnum):
@@ -22,14 +28,20 @@ class Status(enum.IntEnum):
 
 
 class Outcome(enum.StrEnum):
+    """How one check went; SKIPPED means it could not run, which says nothing about it."""
+
     OK = "ok"
     WARNING = "warning"  # worked, but something needs attention (spam folder, slow, cert expiring)
     FAILED = "failed"
-    SKIPPED = "skipped"  # could not run because an earlier check failed
+    SKIPPED = "skipped"  # could not run because a check it needs did not pass
 
     @property
     def status(self) -> Status:
         return _OUTCOME_STATUS[self]
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.OK, Outcome.WARNING)
 
 
 _OUTCOME_STATUS = {
@@ -40,21 +52,55 @@ _OUTCOME_STATUS = {
 }
 
 
-@dataclass
-class CheckResult:
-    """One check of one route; ``message`` is written for the person who gets paged."""
+class SubjectKind(enum.StrEnum):
+    """What a check is about; also the metric label a subject gets (``route``, ``domain``)."""
 
-    name: str
-    outcome: Outcome
-    duration: float | None = None
-    message: str = ""
+    ROUTE = "route"
+    DOMAIN = "domain"
+    HOST = "host"
+
+
+@dataclass(frozen=True, order=True)
+class Subject:
+    """``route:NAME``, ``domain:NAME`` or ``host``: the key of state, alerts and metrics."""
+
+    kind: SubjectKind
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind is SubjectKind.HOST else f"{self.kind.value}:{self.name}"
 
     @property
-    def ok(self) -> bool:
-        return self.outcome in (Outcome.OK, Outcome.WARNING)
+    def label(self) -> str:
+        """For people: a route by its bare name (as before subjects existed), others in full."""
+        return self.name if self.kind is SubjectKind.ROUTE else str(self)
+
+    @classmethod
+    def route(cls, name: str) -> Subject:
+        return cls(SubjectKind.ROUTE, name)
+
+    @classmethod
+    def domain(cls, name: str) -> Subject:
+        return cls(SubjectKind.DOMAIN, name)
+
+    @classmethod
+    def host(cls) -> Subject:
+        return cls(SubjectKind.HOST)
+
+    @classmethod
+    def parse(cls, text: str) -> Subject:
+        kind, sep, name = text.partition(":")
+        if not sep:
+            if text == SubjectKind.HOST.value:
+                return cls.host()
+            raise ValueError(f"not a subject: {text!r}")
+        return cls(SubjectKind(kind), name)
 
 
-@dataclass
+# --------------------------------------------------------------------------- details
+
+
+@dataclass(frozen=True)
 class Certificate:
     """The verified certificate an endpoint presented, kept for the expiry metric."""
 
@@ -62,46 +108,165 @@ class Certificate:
     not_after: float  # Unix time
     subject: str = ""
     issuer: str = ""
+    tls_version: str = ""  # as negotiated, e.g. "TLSv1.3"
 
 
-@dataclass
-class RouteResult:
-    """Everything one route found; outputs, state and metrics all read from it."""
+@dataclass(frozen=True)
+class Handshake:
+    """What a connection step learnt of an endpoint's TLS, whether or not the login then worked."""
 
-    route: str
-    checks: dict[str, CheckResult] = field(default_factory=dict)
-    roundtrip: float | None = None
-    roundtrip_uncertainty: float | None = None
-    delivery: float | None = None
-    submitted_at: float | None = None  # Unix time the submission started
-    seen_at: float | None = None  # Unix time the mail was seen (estimate, see docs)
-    folder: str | None = None  # where the test mail landed
-    in_spam: bool = False
-    stale_deleted: int = 0
-    imap_commands: int = 0  # commands sent while waiting for the mail
-    imap_wait_seconds: float | None = None  # how long that wait lasted
-    certificates: list[Certificate] = field(default_factory=list)
+    protocol: str  # "IMAP", "SMTP"
+    endpoint: str  # host:port
+    tls: str  # the configured mode: starttls, implicit, none
+    certificate: Certificate | None = None
+    certificate_error: str | None = None  # the verification failure, phrased for people
+    allow_plaintext: bool = False
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The test mail as handed to the submission server."""
+
+    submitted_at: float  # Unix time the submission started
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Where and when the test mail showed up: the roundtrip and what it rests on."""
+
+    roundtrip: float  # submission start -> mail seen, seconds
+    uncertainty: float  # +/- seconds around the moment it was seen
+    folder: str
+    in_spam: bool
+    submitted_at: float  # Unix time
+    seen_at: float  # Unix time (estimate, see docs/how-it-works.md)
+    commands: int  # IMAP commands sent while waiting
+    waited: float  # seconds the wait lasted
+    delivery: float | None = None  # server-side, from the Received headers
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """What cleanup removed."""
+
+    test_mail_deleted: bool
+    stale_deleted: int
+
+
+@dataclass(frozen=True)
+class TlsReport:
+    """The certificates the endpoints of a subject presented this run."""
+
+    certificates: tuple[Certificate, ...] = ()
+
+
+Detail = Handshake | Submission | Arrival | CleanupReport | TlsReport
+D = TypeVar("D", Handshake, Submission, Arrival, CleanupReport, TlsReport)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of one subject; ``message`` is written for the person who gets paged."""
+
+    subject: Subject
+    name: str
+    outcome: Outcome
+    duration: float | None = None
+    message: str = ""
+    detail: Detail | None = None
+    checked_at: float | None = None  # Unix time it ran; an older one when carried
+    carried: bool = False  # not due this run: the last result, kept with its age
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+    @property
+    def key(self) -> str:
+        """``route:self/receive``: the one spelling state and alerts use."""
+        return f"{self.subject}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        """``self/receive`` or ``domain:example.org/spf``: the spelling people read."""
+        return f"{self.subject.label}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SubjectResult:
+    """The checks of one subject, in the order they were declared."""
+
+    subject: Subject
+    checks: tuple[CheckResult, ...]
 
     @property
     def status(self) -> Status:
-        return max((c.outcome.status for c in self.checks.values()), default=Status.OK)
+        return max((c.outcome.status for c in self.checks), default=Status.OK)
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def detail(self, kind: type[D]) -> D | None:
+        """The first detail of this type any check of the subject recorded."""
+        for check in self.checks:
+            if isinstance(check.detail, kind):
+                return check.detail
+        return None
 
     def failing(self) -> list[CheckResult]:
-        return [c for c in self.checks.values() if c.outcome is Outcome.FAILED]
+        return [c for c in self.checks if c.outcome is Outcome.FAILED]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """One run over every route: the single input of everything after the checks."""
+    """One run over every subject: the single input of everything after the checks."""
 
     started_at: float  # Unix time
     duration: float
-    routes: list[RouteResult]
+    checks: tuple[CheckResult, ...]
     instance: str = ""
+    errors: tuple[str, ...] = ()  # the monitor's own failures (state, metrics): UNKNOWN
+    subjects: tuple[SubjectResult, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grouped: dict[Subject, list[CheckResult]] = {}
+        for check in self.checks:
+            grouped.setdefault(check.subject, []).append(check)
+        object.__setattr__(self, "subjects",
+                           tuple(SubjectResult(s, tuple(c)) for s, c in grouped.items()))
 
     @property
     def status(self) -> Status:
-        return max((r.status for r in self.routes), default=Status.OK)
+        """The worst check; UNKNOWN when the monitor itself could not do its job."""
+        if self.errors:
+            return Status.UNKNOWN
+        return max((c.outcome.status for c in self.checks), default=Status.OK)
+
+    def of_kind(self, kind: SubjectKind) -> Iterator[SubjectResult]:
+        return (s for s in self.subjects if s.subject.kind is kind)
+
+    @property
+    def routes(self) -> list[SubjectResult]:
+        return list(self.of_kind(SubjectKind.ROUTE))
+
+    def failing(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.outcome is Outcome.FAILED]
 
     def certificates(self) -> dict[str, Certificate]:
-        return {c.endpoint: c for r in self.routes for c in r.certificates}
+        return certificates(self.checks)
+
+
+def certificates(checks: Iterable[CheckResult]) -> dict[str, Certificate]:
+    """Every certificate seen, by endpoint: from handshakes too, even if the login then failed."""
+    found: dict[str, Certificate] = {}
+    for check in checks:
+        if isinstance(check.detail, Handshake) and check.detail.certificate is not None:
+            found[check.detail.endpoint] = check.detail.certificate
+        elif isinstance(check.detail, TlsReport):
+            for certificate in check.detail.certificates:
+                found[certificate.endpoint] = certificate
+    return found

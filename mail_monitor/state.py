@@ -12,31 +12,38 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
+from mail_monitor.results import CheckResult, Outcome, Status, Subject
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
 class CheckState:
     """A check's history across runs, so alerts can say "since" and count failures."""
 
-    ok: bool
+    outcome: Outcome  # the last outcome that said something (skipped runs leave it)
     since: float  # when it became ok or failing
     consecutive_failures: int = 0
-    last_error: str = ""
+    last_error: str = ""  # the last failure's or warning's message
     last_success: float | None = None
     failures_total: int = 0
-    outcome: str = "ok"  # the last outcome: ok, warning, failed (skipped runs leave it)
+    checked_at: float | None = None  # when it last ran (carried results keep their age)
+    message: str = ""  # the last message, for carrying it to runs where the check is not due
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Alert:
     created: float
     attempts: int = 0
     last_error: str = ""
+    sequence_id: str = ""  # ntfy's card of the incident: updates replace it
 
 
 @dataclass
@@ -60,8 +68,9 @@ class Incident:
 
     since: float  # start of the first failed run in a row
     alerted: bool = False
-    alerted_problems: list[str] = field(default_factory=list)  # "route/check" keys
+    alerted_problems: list[str] = field(default_factory=list)  # "route:self/receive" keys
     last_alert: float | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(8))  # never reused, even after a reset
 
 
 @dataclass
@@ -69,13 +78,13 @@ class State:
     """Everything kept between runs (one process each): the JSON state file's content."""
 
     version: int = STATE_VERSION
-    status: str = "OK"  # OK, WARNING, CRITICAL of the last run
+    status: Status = Status.OK  # of the last run
     status_since: float | None = None
     last_run: float | None = None
     runs_total: int = 0
     consecutive_failed_runs: int = 0
-    checks: dict[str, dict[str, CheckState]] = field(default_factory=dict)  # route -> check -> state
-    last_roundtrip: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, dict[str, CheckState]] = field(default_factory=dict)  # subject -> check -> state
+    last_roundtrip: dict[str, float] = field(default_factory=dict)  # subject -> seconds
     incident: Incident | None = None
     queue: list[Alert] = field(default_factory=list)
     alerts_sent_total: int = 0
@@ -85,21 +94,88 @@ class State:
     def to_json(self) -> bytes:
         data = asdict(self)
         data.pop("first_run")
+        data["status"] = self.status.name
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> State:
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported state version {data.get('version') if isinstance(data, dict) else '?'}")
-        checks = {
-            route: {name: CheckState(**values) for name, values in route_checks.items()}
-            for route, route_checks in data.get("checks", {}).items()
-        }
-        incident = Incident(**data["incident"]) if data.get("incident") else None
-        queue = [Alert(**item) for item in data.get("queue", [])]
-        plain = {k: v for k, v in data.items() if k not in ("checks", "incident", "queue")}
-        return cls(**plain, checks=checks, incident=incident, queue=queue, first_run=False)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        version = data.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"unsupported state version {version!r}")
+        if version > STATE_VERSION:
+            raise NewerStateError(f"written by a newer mail-monitor (state version {version}, "
+                                  f"this one reads up to {STATE_VERSION})")
+        while version < STATE_VERSION:
+            data = MIGRATIONS[version](data)
+            version = data["version"]
+        return _decode(data)
+
+    def last_results(self) -> dict[str, CheckResult]:
+        """What each check found when it last ran, by result key: for checks not due this run."""
+        results = {}
+        for subject_text, checks in self.checks.items():
+            subject = Subject.parse(subject_text)
+            for name, check in checks.items():
+                result = CheckResult(subject, name, check.outcome, None, check.message, None, check.checked_at)
+                results[result.key] = result
+        return results
+
+
+class NewerStateError(ValueError):
+    """The file is fine, but not ours to read: a newer version wrote it."""
+
+
+def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 keyed checks by bare route name and kept ``ok`` beside ``outcome``."""
+    checks = {}
+    for route, route_checks in (data.get("checks") or {}).items():
+        migrated = {}
+        for name, values in route_checks.items():
+            values = dict(values)
+            ok = values.pop("ok", True)
+            values.setdefault("outcome", "ok" if ok else "failed")
+            migrated[name] = values
+        checks[f"route:{route}"] = migrated
+    data["checks"] = checks
+    data["last_roundtrip"] = {f"route:{k}": v for k, v in (data.get("last_roundtrip") or {}).items()}
+    incident = data.get("incident")
+    if isinstance(incident, dict):
+        incident["alerted_problems"] = [f"route:{p}" for p in incident.get("alerted_problems", [])]
+    data["version"] = 2
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+
+
+def _known(cls: type[Any], values: object) -> dict[str, Any]:
+    """The fields ``cls`` knows; unknown ones (from a newer minor change) are dropped, not fatal."""
+    if not isinstance(values, dict):
+        raise ValueError(f"expected an object for {cls.__name__}")
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _decode(data: dict[str, Any]) -> State:
+    checks = {}
+    for subject, subject_checks in (data.get("checks") or {}).items():
+        Subject.parse(subject)
+        decoded = {}
+        for name, values in subject_checks.items():
+            known = _known(CheckState, values)
+            known["outcome"] = Outcome(known.get("outcome", "ok"))
+            decoded[name] = CheckState(**known)
+        checks[subject] = decoded
+    incident = Incident(**_known(Incident, data["incident"])) if data.get("incident") else None
+    queue = [Alert(**_known(Alert, item)) for item in data.get("queue") or []]
+    plain = _known(State, data)
+    for key in ("checks", "incident", "queue", "first_run"):
+        plain.pop(key, None)
+    plain["status"] = Status[str(plain.get("status", "OK"))]
+    return State(**plain, checks=checks, incident=incident, queue=queue, first_run=False)
 
 
 class StateStore:
@@ -130,8 +206,12 @@ class StateStore:
         finally:
             os.close(fd)  # releases the lock
 
-    def load(self) -> State:
-        """The saved state; a missing file is a first run, a corrupt one is moved aside."""
+    def load(self, read_only: bool = False) -> State:
+        """The saved state; a missing file is a first run, a corrupt one is moved aside.
+
+        ``read_only`` (for ``status``) never moves anything: a corrupt file is an error.
+        A file from a newer version is never moved aside nor overwritten.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -140,7 +220,11 @@ class StateStore:
             raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from None
         try:
             return State.from_json(raw)
+        except NewerStateError as exc:
+            raise StateError(f"{self.path}: {exc}; refusing to touch it") from None
         except (ValueError, TypeError, KeyError) as exc:
+            if read_only:
+                raise StateError(f"{self.path}: corrupt state ({_short(exc)})") from None
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mail_monitor.alerts import AlertPolicy, evaluate
-from mail_monitor.results import CheckResult, Outcome, RouteResult, RunResult
+from mail_monitor.results import Arrival, CheckResult, Outcome, RunResult, Status, Subject
 from mail_monitor.state import State
 
 T0 = 1_800_000_000.0
@@ -12,18 +12,19 @@ MINUTE = 60.0
 
 def run(at: float, *failing: str, warning: str | None = None) -> RunResult:
     """A one-route run; ``failing`` names failed checks, later ones are skipped."""
-    checks = {}
+    checks = []
+    subject = Subject.route("self")
     for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls"):
+        detail = Arrival(1.5, 0.01, "INBOX", False, at, at + 1.5, 10, 1.5) if name == "receive" else None
         if name in failing:
-            checks[name] = CheckResult(name, Outcome.FAILED, 0.1, f"{name} broke")
+            checks.append(CheckResult(subject, name, Outcome.FAILED, 0.1, f"{name} broke"))
         elif failing and name in ("send", "receive") and not {"send", "receive"} & set(failing):
-            checks[name] = CheckResult(name, Outcome.SKIPPED, message="earlier check failed")
+            checks.append(CheckResult(subject, name, Outcome.SKIPPED, message="earlier check failed"))
         elif name == warning:
-            checks[name] = CheckResult(name, Outcome.WARNING, 0.1, "landed in Junk")
+            checks.append(CheckResult(subject, name, Outcome.WARNING, 0.1, "landed in Junk", detail))
         else:
-            checks[name] = CheckResult(name, Outcome.OK, 0.1)
-    route = RouteResult("self", checks, roundtrip=None if failing else 1.5)
-    return RunResult(started_at=at, duration=2.0, routes=[route], instance="mx1")
+            checks.append(CheckResult(subject, name, Outcome.OK, 0.1, detail=None if failing else detail))
+    return RunResult(started_at=at, duration=2.0, checks=tuple(checks), instance="mx1")
 
 
 def sequence(policy: AlertPolicy, *runs: RunResult, state: State | None = None) -> tuple[State, list[list[str]]]:
@@ -101,27 +102,27 @@ def test_no_reminders_by_default() -> None:
 def test_warnings_are_not_outages() -> None:
     state, kinds = sequence(AlertPolicy(), run(T0, warning="receive"), run(T0 + MINUTE, warning="receive"))
     assert kinds == [[], []]
-    assert state.status == "WARNING"
-    assert state.checks["self"]["receive"].outcome == "warning"
+    assert state.status is Status.WARNING
+    assert state.checks["route:self"]["receive"].outcome is Outcome.WARNING
 
 
 def test_disabled_policy_tracks_state_but_queues_nothing() -> None:
     state, kinds = sequence(AlertPolicy(enabled=False), run(T0, "send"))
     assert kinds == [[]] and state.queue == []
-    assert state.checks["self"]["send"].consecutive_failures == 1
+    assert state.checks["route:self"]["send"].consecutive_failures == 1
 
 
 def test_check_state_and_counters() -> None:
     state, _ = sequence(AlertPolicy(), run(T0), run(T0 + MINUTE, "smtp_auth"), run(T0 + 2 * MINUTE, "smtp_auth"))
-    smtp = state.checks["self"]["smtp_auth"]
+    smtp = state.checks["route:self"]["smtp_auth"]
     assert (smtp.ok, smtp.since, smtp.consecutive_failures, smtp.failures_total) == (False, T0 + MINUTE + 2, 2, 2)
     assert smtp.last_success == T0 + 2 and smtp.last_error == "smtp_auth broke"
     # Skipped checks keep what they knew: receive was ok and is not marked failing.
-    assert state.checks["self"]["receive"].ok
-    assert state.runs_total == 3 and state.status == "CRITICAL" and state.status_since == T0 + MINUTE + 2
+    assert state.checks["route:self"]["receive"].ok
+    assert state.runs_total == 3 and state.status is Status.CRITICAL and state.status_since == T0 + MINUTE + 2
     state, _ = sequence(AlertPolicy(), run(T0 + 3 * MINUTE), state=state)
-    assert state.checks["self"]["smtp_auth"].failures_total == 2  # a counter: never goes down
-    assert state.checks["self"]["smtp_auth"].consecutive_failures == 0
+    assert state.checks["route:self"]["smtp_auth"].failures_total == 2  # a counter: never goes down
+    assert state.checks["route:self"]["smtp_auth"].consecutive_failures == 0
 
 
 def test_alert_ids_are_unique_and_ordered() -> None:

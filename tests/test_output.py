@@ -2,38 +2,72 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
 
 from mail_monitor.output import render, summary_line
 from mail_monitor.probes.imap import FAST_INTERVAL, _Pacer, _poll_interval
-from mail_monitor.results import CheckResult, Outcome, RouteResult, RunResult
+from mail_monitor.results import Arrival, CheckResult, Outcome, RunResult, Subject
+
+HOME, GMAIL = Subject.route("home, main"), Subject.route("gmail")
 
 
-def sample() -> RunResult:
-    ok = RouteResult("home, main", {
-        "imap_auth": CheckResult("imap_auth", Outcome.OK, 0.02),
-        "receive": CheckResult("receive", Outcome.OK, 1.25, 'found "quoted"'),
-    }, roundtrip=1.25)
-    broken = RouteResult("gmail", {
-        "smtp_auth": CheckResult("smtp_auth", Outcome.FAILED, 0.1, "authentication failed: 535"),
-        "send": CheckResult("send", Outcome.SKIPPED, message="smtp_auth failed"),
-    })
-    return RunResult(started_at=1_700_000_000.5, duration=1.5, routes=[ok, broken], instance="mx 1")
+def arrival(roundtrip: float) -> Arrival:
+    return Arrival(roundtrip, 0.01, "INBOX", False, 1_700_000_000.5, 1_700_000_000.5 + roundtrip, 20, roundtrip)
+
+
+def sample(smtp: Outcome = Outcome.FAILED) -> RunResult:
+    checks = (
+        CheckResult(HOME, "imap_auth", Outcome.OK, 0.02),
+        CheckResult(HOME, "receive", Outcome.OK, 0.9, 'found "quoted"', arrival(1.25)),
+        CheckResult(GMAIL, "smtp_auth", smtp, 0.1, "authentication failed: 535"),
+        CheckResult(GMAIL, "send", Outcome.SKIPPED, message="smtp_auth failed"),
+    )
+    return RunResult(started_at=1_700_000_000.5, duration=1.5, checks=checks, instance="mx 1")
 
 
 def test_status_is_the_worst_outcome() -> None:
-    result = sample()
-    assert int(result.status) == 2
-    result.routes[1].checks["smtp_auth"].outcome = Outcome.WARNING
-    assert int(result.status) == 1
+    assert int(sample().status) == 2
+    assert int(sample(smtp=Outcome.WARNING).status) == 1
+    assert int(sample(smtp=Outcome.OK).status) == 0
+
+
+def test_monitor_errors_make_every_output_unknown() -> None:
+    # The status word, the JSON status and the exit code must agree when the monitor failed.
+    result = dataclasses.replace(sample(smtp=Outcome.OK), errors=("/x/m.prom: cannot write metrics",))
+    assert int(result.status) == 3
+    assert summary_line(result).startswith("MAIL-MONITOR UNKNOWN - mail-monitor: /x/m.prom: cannot write metrics")
+    data = json.loads(render(result, "json"))
+    assert (data["status"], data["exit_code"], data["errors"]) == ("UNKNOWN", 3, ["/x/m.prom: cannot write metrics"])
+    assert render(result, "influx").splitlines()[-1].startswith("mail_monitor_run,instance=mx\\ 1 status=3i")
+
+
+def test_other_subjects_are_reported_beside_routes() -> None:
+    domain = Subject.domain("example.org")
+    checks = (*sample(smtp=Outcome.OK).checks,
+              CheckResult(domain, "spf", Outcome.FAILED, 0.01, "SPF lacks 203.0.113.7", checked_at=1_699_999_000.5,
+                          carried=True))
+    result = RunResult(1_700_000_000.5, 1.5, checks, "mx 1")
+    data = json.loads(render(result, "json"))
+    assert [r["route"] for r in data["routes"]] == ["home, main", "gmail"]
+    assert data["subjects"] == [{"subject": "domain:example.org", "status": "CRITICAL", "checks": {
+        "spf": {"outcome": "failed", "duration_seconds": 0.01, "message": "SPF lacks 203.0.113.7",
+                "age_seconds": 1000.0}}}]
+    text = render(result, "text")
+    assert "domain:example.org: CRITICAL" in text and "(checked 1000s ago)" in text
+    assert "domain:example.org/spf: SPF lacks 203.0.113.7" in summary_line(result)
+    assert ("mail_monitor_check,instance=mx\\ 1,domain=example.org,check=spf success=0i"
+            in render(result, "influx"))
 
 
 def test_text_has_a_plugin_style_first_line() -> None:
     line = summary_line(sample())
     assert line.startswith("MAIL-MONITOR CRITICAL - gmail/smtp_auth: authentication failed: 535")
     assert "| 'home, main_roundtrip'=1.250s run=1.500s" in line
+    healthy = summary_line(sample(smtp=Outcome.OK))
+    assert healthy.startswith("MAIL-MONITOR OK - 2 route(s) ok, roundtrip home, main 1.25s |")
     text = render(sample(), "text")
     assert "  send       SKIPPED            smtp_auth failed" in text
 
@@ -41,14 +75,16 @@ def test_text_has_a_plugin_style_first_line() -> None:
 def test_json_round_trips() -> None:
     data = json.loads(render(sample(), "json"))
     assert data["status"] == "CRITICAL" and data["exit_code"] == 2
-    assert data["routes"][0]["checks"]["receive"] == {"outcome": "ok", "duration_seconds": 1.25,
+    assert data["routes"][0]["checks"]["receive"] == {"outcome": "ok", "duration_seconds": 0.9,
                                                        "message": 'found "quoted"'}
+    # The roundtrip is the arrival's own value, not the receive check's duration.
+    assert data["routes"][0]["roundtrip_seconds"] == 1.25 and data["routes"][1]["roundtrip_seconds"] is None
 
 
 def test_influx_line_protocol_escapes_and_skips() -> None:
     lines = render(sample(), "influx").splitlines()
     assert ('mail_monitor_check,instance=mx\\ 1,route=home\\,\\ main,check=receive '
-            'success=1i,outcome="ok",duration_seconds=1.250000 1700000000500000000') in lines
+            'success=1i,outcome="ok",duration_seconds=0.900000 1700000000500000000') in lines
     assert not any("check=send" in line for line in lines)  # skipped checks are absent
     assert any(line.startswith("mail_monitor_check,instance=mx\\ 1,route=gmail,check=smtp_auth success=0i")
                for line in lines)

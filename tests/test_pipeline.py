@@ -129,8 +129,8 @@ def test_outage_gives_one_failure_and_one_recovery_alert(stack, secrets_dir, tmp
     assert code == 0 and len(ntfy.accepted) == 2
 
     state = setup.state_data()
-    assert state["version"] == 1 and state["runs_total"] == 5 and state["queue"] == []
-    assert state["checks"]["self"]["smtp_auth"]["failures_total"] == 2
+    assert state["version"] == 2 and state["runs_total"] == 5 and state["queue"] == []
+    assert state["checks"]["route:self"]["smtp_auth"]["failures_total"] == 2
     assert state["alerts_sent_total"] == 2
     assert_no_secrets(setup)
 
@@ -208,10 +208,25 @@ def test_unwritable_state_is_unknown_but_checks_are_reported(stack, secrets_dir,
     blocker.write_text("a file where the state directory should be")
     done = run_cli("run", "-c", str(setup.config))
     assert done.returncode == 3
-    assert done.stdout.startswith("MAIL-MONITOR OK")
+    # The status word agrees with the exit code, and the checks are still reported.
+    assert done.stdout.startswith(f"MAIL-MONITOR UNKNOWN - mail-monitor: {blocker}")
+    assert "route self: OK" in done.stdout and "  receive    OK" in done.stdout
     assert "cannot" in done.stderr and str(blocker) in done.stderr
     assert "Traceback" not in done.stderr
-    assert setup.metrics.exists()  # metrics are still written
+    assert "mail_monitor_status 3.0" in setup.metrics.read_text()  # metrics are still written, and agree
+
+
+def test_missing_metrics_directory_is_unknown_in_every_output(stack, secrets_dir, tmp_path, ntfy):
+    setup = make_setup(stack, tmp_path, ntfy, secrets_dir)
+    missing = tmp_path / "no-such-dir" / "mail_monitor.prom"
+    setup.config.write_text(setup.config.read_text().replace(str(setup.metrics), str(missing)))
+    done = run_cli("run", "-c", str(setup.config), "--format", "json")
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert (report["status"], report["exit_code"]) == ("UNKNOWN", 3)
+    assert report["errors"] == [f"{missing}: cannot write metrics: No such file or directory"]
+    assert report["routes"][0]["status"] == "OK"  # the mail itself is fine, and still reported
+    assert setup.state_data()["status"] == "OK"  # the state records what the checks found
 
 
 def test_state_lock_serialises_runs(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mail_monitor.metrics import render_metrics
-from mail_monitor.results import Certificate, CheckResult, Outcome, RouteResult, RunResult
+from mail_monitor.results import Arrival, Certificate, CheckResult, Handshake, Outcome, RunResult, Subject
 from mail_monitor.state import Alert, State
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -26,9 +26,12 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def exported_names() -> set[str]:
-    route = RouteResult("self", {"receive": CheckResult("receive", Outcome.OK, 1.0)}, roundtrip=1.0, delivery=0.0,
-                        certificates=[Certificate("mx:993", 2e9)])
-    result = RunResult(started_at=1.8e9, duration=1.1, routes=[route], instance="mx")
+    route = Subject.route("self")
+    checks = (CheckResult(route, "imap_auth", Outcome.OK, 0.1, detail=Handshake("IMAP", "mx:993", "implicit",
+                                                                                  Certificate("mx:993", 2e9))),
+              CheckResult(route, "receive", Outcome.OK, 1.0,
+                          detail=Arrival(1.0, 0.01, "INBOX", False, 1.8e9, 1.8e9 + 1, 20, 1.0, 0.0)))
+    result = RunResult(started_at=1.8e9, duration=1.1, checks=checks, instance="mx")
     state = State()
     from mail_monitor.alerts import AlertPolicy, evaluate
 
@@ -60,8 +63,10 @@ def test_rules_and_dashboard_use_only_exported_metrics():
 
 
 def test_exported_metrics_pass_promtool():
-    route = RouteResult("self", {"receive": CheckResult("receive", Outcome.FAILED, 1.0, "lost")})
-    result = RunResult(started_at=1.8e9, duration=1.1, routes=[route], instance="mx")
+    checks = (CheckResult(Subject.route("self"), "receive", Outcome.FAILED, 1.0, "lost"),
+              CheckResult(Subject.domain("example.org"), "spf", Outcome.OK, 0.1, checked_at=1.8e9 - 60),
+              CheckResult(Subject.host(), "postfix_queue", Outcome.WARNING, 0.1, checked_at=1.8e9))
+    result = RunResult(started_at=1.8e9, duration=1.1, checks=checks, instance="mx")
     state = State()
     state.queue = [Alert("1", "failure", "t", "m", 4, [], 1.8e9), Alert("2", "update", "t", "m", 4, [], 1.8e9)]
     done = promtool("check", "metrics", stdin=render_metrics(result, state).decode())

@@ -54,8 +54,8 @@ def is_certificate_error(exc: BaseException) -> bool:
     return isinstance(exc, ssl.SSLCertVerificationError)
 
 
-def describe_error(exc: BaseException, timeout: float | None = None) -> str:
-    """One line for a user, from the exception a network step raised. Never echoes secrets."""
+def describe_error(exc: BaseException, timeout: float | None = None) -> str | None:
+    """One line for a user, from the exception a network step raised; None if it is not one."""
     if isinstance(exc, DeadlineExceeded):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -103,7 +103,7 @@ def describe_error(exc: BaseException, timeout: float | None = None) -> str:
         if exc.errno == errno.ENETUNREACH:
             return "network unreachable"
         return f"{exc.strerror or exc.__class__.__name__}"
-    return f"{exc.__class__.__name__}: {exc}"
+    return None
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,42 @@
+"""The check families. Adding a check: write its step(s), then list the family here.
+
+A family turns the configuration into steps (see :mod:`mail_monitor.engine`); the
+engine, outputs, state and alerts need nothing else to know about it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from mail_monitor.checks.routes import route_steps
+from mail_monitor.config import Config
+from mail_monitor.deadline import Deadline
+from mail_monitor.engine import Engine, Step
+from mail_monitor.probes.tls import describe_error
+from mail_monitor.results import CheckResult, RunResult
+
+Family = Callable[[Config], Iterable[Step]]
+
+FAMILIES: tuple[Family, ...] = (route_steps,)
+OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metrics
+
+
+def all_steps(config: Config) -> list[Step]:
+    return [step for family in FAMILIES for step in family(config)]
+
+
+def run_checks(config: Config, deadline: Deadline | None = None,
+               carried: Mapping[str, CheckResult] | None = None,
+               scrub: Callable[[str], str] | None = None) -> RunResult:
+    """One pass over every check of every subject. Returns by the deadline even if a server hangs."""
+    monitor = config.monitor
+    started_wall = time.time()
+    overall = deadline or Deadline(monitor.deadline, monitor.timeout)
+    reserve = min(OUTPUT_RESERVE, overall.seconds * 0.1)
+    checks_deadline = overall.sub(overall.remaining() - reserve)
+    engine = Engine(max_parallel=monitor.max_parallel, describe=describe_error)
+    if scrub is not None:
+        engine.scrub = scrub
+    results = engine.run(all_steps(config), checks_deadline, carried)
+    return RunResult(started_wall, time.monotonic() - overall.start, tuple(results), monitor.instance)

@@ -1,0 +1,271 @@
+"""The route checks: log in, send the test mail, watch for it, clean up, judge TLS.
+
+Each check is a step on the engine; what one needs of another is declared, so the
+skips ("smtp_auth failed") and the deadline handling come from the engine.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route
+from mail_monitor.deadline import Deadline
+from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
+from mail_monitor.probes.imap import ImapLoginError, ImapSession, Sighting
+from mail_monitor.probes.smtp import SmtpSession, build_message
+from mail_monitor.probes.tls import describe_error, is_certificate_error
+from mail_monitor.results import (
+    Arrival,
+    Certificate,
+    CleanupReport,
+    Handshake,
+    Outcome,
+    Subject,
+    Submission,
+    TlsReport,
+)
+
+MAX_CONNECTING = 8  # handshakes in flight at once, so many routes do not storm the server
+# Open IMAP sessions per recipient login at once. Dovecot allows 10 per user and client
+# address by default (mail_max_userip_connections), and the user's own clients count too:
+# many routes into one mailbox must queue rather than be refused and cry wolf.
+MAX_SESSIONS_PER_MAILBOX = 4
+CLEANUP_RESERVE = 3.0  # seconds of the run kept for cleanup after the wait
+CONNECTING = Gate("connecting", MAX_CONNECTING)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What ``send`` hands to ``receive``: the token to look for and when it left."""
+
+    token: str
+    started: float  # monotonic start of the submission
+    submitted_at: float  # the same moment in Unix time
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """How the route checks open sessions: the seam where the fast tests put fakes."""
+
+    imap: Callable[[ImapEndpoint, Deadline], ImapSession] = ImapSession
+    smtp: Callable[[Endpoint, Deadline, str], SmtpSession] = SmtpSession
+
+
+def route_steps(config: Config, sessions: Sessions = Sessions()) -> Iterator[Step]:
+    for route in config.routes:
+        yield from RouteChecks(route, config, sessions).steps()
+
+
+@dataclass(frozen=True)
+class RouteChecks:
+    """The six steps of one route, with the settings they read."""
+
+    route: Route
+    config: Config
+    sessions: Sessions = Sessions()
+
+    def id(self, check: str) -> StepId:
+        return StepId(Subject.route(self.route.name), check)
+
+    def steps(self) -> Iterator[Step]:
+        imap_auth, smtp_auth = self.id("imap_auth"), self.id("smtp_auth")
+        send, receive = self.id("send"), self.id("receive")
+        recipient = self.route.recipient
+        assert recipient.imap is not None
+        mailbox = Gate(("mailbox", recipient.imap.host, recipient.imap.port, recipient.username),
+                       MAX_SESSIONS_PER_MAILBOX)
+        yield Step(imap_auth, self.imap_auth, gates=(CONNECTING,), lease=mailbox)
+        yield Step(smtp_auth, self.smtp_auth, gates=(CONNECTING,))
+        # The IMAP session must have noted where new mail starts before anything is sent.
+        yield Step(send, self.send, needs=(smtp_auth, imap_auth))
+        yield Step(receive, self.receive, needs=(send, imap_auth))
+        # Mail works even if the mailbox slowly fills with test mails: a warning, not a page.
+        yield Step(self.id("cleanup"), self.cleanup, needs=(imap_auth,), after=(receive,),
+                   failure=Outcome.WARNING)
+        yield Step(self.id("tls"), self.tls, after=(imap_auth, smtp_auth))
+
+    # -- the steps --------------------------------------------------------------
+
+    def imap_auth(self, ctx: StepContext) -> Finding:
+        account = self.route.recipient
+        endpoint = account.imap
+        assert endpoint is not None
+        handshake = _handshake("IMAP", endpoint)
+        try:
+            session = self.sessions.imap(endpoint, ctx.deadline)
+        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+            raise _connect_failed(handshake, exc, ctx) from None
+        try:
+            handshake = _with_certificate(handshake, session.certificate)
+            session.login(account.username, account.password)
+            session.prepare(endpoint.extra_folders)
+        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+            session.close()
+            raise CheckFailed(_describe(exc, ctx), handshake) from None
+        return Finding(detail=handshake, value=session)
+
+    def smtp_auth(self, ctx: StepContext) -> Finding:
+        account = self.route.sender
+        endpoint = account.smtp
+        assert endpoint is not None
+        handshake = _handshake("SMTP", endpoint)
+        try:
+            session = self.sessions.smtp(endpoint, ctx.deadline, self.config.monitor.instance)
+        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+            raise _connect_failed(handshake, exc, ctx) from None
+        try:
+            handshake = _with_certificate(handshake, session.certificate)
+            session.login(account.username, account.password)
+        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+            session.close()
+            raise CheckFailed(_describe(exc, ctx), handshake) from None
+        return Finding(detail=handshake, value=session)
+
+    def send(self, ctx: StepContext) -> Finding:
+        route, monitor = self.route, self.config.monitor
+        smtp = ctx.value(self.id("smtp_auth"), SmtpSession)
+        token = new_token()
+        message: EmailMessage = build_message(
+            sender=route.sender.address, recipient=route.recipient.address,
+            subject_prefix=monitor.subject_prefix, route=route.name, token=token,
+            instance=monitor.instance,
+        )
+        started = smtp.send(message, route.sender.address, route.recipient.address)
+        submitted_at = time.time() - (time.monotonic() - started)
+        message_id = str(message["Message-ID"])
+        return Finding(message=f"submitted as {message_id}", detail=Submission(submitted_at, message_id),
+                       value=Sent(token, started, submitted_at))
+
+    def receive(self, ctx: StepContext) -> Finding:
+        route = self.route
+        sent = ctx.value(self.id("send"), Sent)
+        imap = ctx.value(self.id("imap_auth"), ImapSession)
+        # Keep a little of the run for cleanup; the wait never eats into it.
+        wait_limit = min(route.receive_timeout, ctx.deadline.remaining() - CLEANUP_RESERVE)
+        found = imap.wait_for(sent.token, sent.started, max(0.0, wait_limit - (time.monotonic() - sent.started)))
+        if found is None:
+            where = ", ".join(imap.folders)
+            limit = "the run deadline" if wait_limit < route.receive_timeout else "receive_timeout"
+            raise CheckFailed(f"test mail did not arrive within {max(0.0, wait_limit):.0f}s ({limit}); "
+                              f"looked in {where}")
+        try:
+            delivery = imap.delivery_seconds(found.folder, found.uid)
+        except Exception:  # noqa: BLE001 - the header read is a bonus, not a check
+            delivery = None
+        arrival = _arrival(found, sent, delivery)
+        if arrival.in_spam:
+            return Finding(Outcome.WARNING, f"landed in {found.folder} (spam), not INBOX, after "
+                           f"{arrival.roundtrip:.2f}s", arrival, found)
+        if arrival.roundtrip > route.slow_after:
+            return Finding(Outcome.WARNING, f"slow delivery: {arrival.roundtrip:.2f}s "
+                           f"(slow_after is {route.slow_after:g}s)", arrival, found)
+        return Finding(Outcome.OK, f"found in INBOX after {arrival.roundtrip:.3f}s", arrival, found)
+
+    def cleanup(self, ctx: StepContext) -> Finding:
+        monitor = self.config.monitor
+        imap = ctx.value(self.id("imap_auth"), ImapSession)
+        found = ctx.optional(self.id("receive"), Sighting)
+        deleted = False
+        if found is not None and monitor.delete_test_mail:
+            if imap.delete_own(found.folder, [found.uid], monitor.subject_prefix) == 0:
+                raise CheckFailed("the test mail was found but could not be verified for deletion")
+            deleted = True
+        stale = 0
+        for folder in imap.folders:
+            uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after, monitor.cleanup_window)
+            stale += imap.delete_own(folder, uids, monitor.subject_prefix)
+        parts = []
+        if found is not None:
+            parts.append("deleted the test mail" if deleted else "kept the test mail (delete_test_mail = false)")
+        parts.append(f"{stale} stale monitor mail(s) deleted")
+        return Finding(message=", ".join(parts), detail=CleanupReport(deleted, stale))
+
+    def tls(self, ctx: StepContext) -> Finding:
+        warn_days = self.config.monitor.tls_warn_days
+        problems: list[str] = []
+        warnings: list[str] = []
+        notes: list[str] = []
+        certificates: list[Certificate] = []
+        for step in (self.id("imap_auth"), self.id("smtp_auth")):
+            result = ctx.result(step)
+            handshake = result.detail if result is not None else None
+            if not isinstance(handshake, Handshake):
+                continue
+            name = f"{handshake.protocol} {handshake.endpoint}"
+            if handshake.tls == "none":
+                if handshake.allow_plaintext:
+                    notes.append(f"{name}: no TLS (allow_plaintext)")
+                else:
+                    warnings.append(f"{name}: no TLS, the password goes over the network in clear")
+                continue
+            if handshake.certificate_error is not None:
+                problems.append(f"{name}: {handshake.certificate_error}")
+                continue
+            certificate = handshake.certificate
+            if certificate is None:
+                notes.append(f"{name}: no TLS session")
+                continue
+            certificates.append(certificate)
+            if certificate.tls_version in ("TLSv1", "TLSv1.1", "SSLv3"):
+                warnings.append(f"{name}: negotiated {certificate.tls_version}, below TLS 1.2")
+            days = (certificate.not_after - time.time()) / 86400
+            text = f"{name}: certificate valid for {days:.0f} more days"
+            if days < warn_days:
+                warnings.append(f"{text} (expires within {warn_days:g} days)")
+            else:
+                notes.append(text)
+        report = TlsReport(tuple(certificates))
+        if problems:
+            raise CheckFailed("; ".join(problems), report)
+        if warnings:
+            return Finding(Outcome.WARNING, "; ".join(warnings + notes), report)
+        if certificates:
+            return Finding(Outcome.OK, "; ".join(notes), report)
+        return Finding(Outcome.SKIPPED, "; ".join(notes) or "no endpoint was reached", report)
+
+
+def _handshake(protocol: str, endpoint: Endpoint) -> Handshake:
+    return Handshake(protocol, endpoint.label, endpoint.tls,
+                     allow_plaintext=bool(getattr(endpoint, "allow_plaintext", False)))
+
+
+def _with_certificate(handshake: Handshake, certificate: Certificate | None) -> Handshake:
+    return Handshake(handshake.protocol, handshake.endpoint, handshake.tls, certificate,
+                     allow_plaintext=handshake.allow_plaintext)
+
+
+def new_token() -> str:
+    return f"{int(time.time())}-{secrets.token_hex(8)}"
+
+
+def _describe(exc: BaseException, ctx: StepContext) -> str:
+    """The user's words for a network failure; anything else is a bug and propagates."""
+    if isinstance(exc, ImapLoginError):
+        return str(exc)
+    text = describe_error(exc, ctx.deadline.step_timeout)
+    if text is None:
+        raise exc
+    return text
+
+
+def _connect_failed(handshake: Handshake, exc: Exception, ctx: StepContext) -> Exception:
+    """A connection that failed: a certificate error is also what the tls check reports."""
+    message = _describe(exc, ctx)
+    if is_certificate_error(exc):
+        handshake = Handshake(handshake.protocol, handshake.endpoint, handshake.tls,
+                              certificate_error=message, allow_plaintext=handshake.allow_plaintext)
+    return CheckFailed(message, handshake)
+
+
+def _arrival(found: Sighting, sent: Sent, delivery: float | None) -> Arrival:
+    roundtrip = max(0.0, found.seen - sent.started)
+    return Arrival(
+        roundtrip=roundtrip, uncertainty=found.uncertainty, folder=found.folder,
+        in_spam=found.folder != "INBOX", submitted_at=sent.submitted_at,
+        seen_at=sent.submitted_at + roundtrip, commands=found.commands, waited=found.waited,
+        delivery=delivery,
+    )
