@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Protocol, runtime_checkable
 
-from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route
+from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
 from mail_monitor.probes.imap import ImapLoginError, ImapSession, Sighting
@@ -47,12 +48,40 @@ class Sent:
     submitted_at: float  # the same moment in Unix time
 
 
+@runtime_checkable
+class Mailbox(Protocol):
+    """What the route checks use of an IMAP session (:class:`ImapSession`)."""
+
+    certificate: Certificate | None
+
+    def login(self, username: str, password: Secret) -> None: ...
+    def prepare(self, extra_folders: Sequence[str]) -> None: ...
+    def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None: ...
+    def delivery_seconds(self, folder: str, uid: int) -> float | None: ...
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int: ...
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]: ...
+    @property
+    def folders(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Submitter(Protocol):
+    """What the route checks use of an SMTP session (:class:`SmtpSession`)."""
+
+    certificate: Certificate | None
+
+    def login(self, username: str, password: Secret) -> None: ...
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> float: ...
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Sessions:
     """How the route checks open sessions: the seam where the fast tests put fakes."""
 
-    imap: Callable[[ImapEndpoint, Deadline], ImapSession] = ImapSession
-    smtp: Callable[[Endpoint, Deadline, str], SmtpSession] = SmtpSession
+    imap: Callable[[ImapEndpoint, Deadline], Mailbox] = ImapSession
+    smtp: Callable[[Endpoint, Deadline, str], Submitter] = SmtpSession
 
 
 def route_steps(config: Config, sessions: Sessions = Sessions()) -> Iterator[Step]:
@@ -127,7 +156,7 @@ class RouteChecks:
 
     def send(self, ctx: StepContext) -> Finding:
         route, monitor = self.route, self.config.monitor
-        smtp = ctx.value(self.id("smtp_auth"), SmtpSession)
+        smtp = ctx.value(self.id("smtp_auth"), Submitter)
         token = new_token()
         message: EmailMessage = build_message(
             sender=route.sender.address, recipient=route.recipient.address,
@@ -143,7 +172,7 @@ class RouteChecks:
     def receive(self, ctx: StepContext) -> Finding:
         route = self.route
         sent = ctx.value(self.id("send"), Sent)
-        imap = ctx.value(self.id("imap_auth"), ImapSession)
+        imap = ctx.value(self.id("imap_auth"), Mailbox)
         # Keep a little of the run for cleanup; the wait never eats into it.
         wait_limit = min(route.receive_timeout, ctx.deadline.remaining() - CLEANUP_RESERVE)
         found = imap.wait_for(sent.token, sent.started, max(0.0, wait_limit - (time.monotonic() - sent.started)))
@@ -167,7 +196,7 @@ class RouteChecks:
 
     def cleanup(self, ctx: StepContext) -> Finding:
         monitor = self.config.monitor
-        imap = ctx.value(self.id("imap_auth"), ImapSession)
+        imap = ctx.value(self.id("imap_auth"), Mailbox)
         found = ctx.optional(self.id("receive"), Sighting)
         deleted = False
         if found is not None and monitor.delete_test_mail:

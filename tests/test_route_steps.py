@@ -1,0 +1,191 @@
+"""The route checks on the engine, against fake sessions: milliseconds, no network."""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from mail_monitor.checks.routes import CLEANUP_RESERVE, MAX_SESSIONS_PER_MAILBOX, Sessions, route_steps
+from mail_monitor.config import Account, Config, Endpoint, ImapEndpoint, MonitorSettings, Route, Secret
+from mail_monitor.deadline import Deadline
+from mail_monitor.engine import Engine
+from mail_monitor.probes.imap import ImapLoginError, Sighting
+from mail_monitor.probes.tls import describe_error
+from mail_monitor.results import Arrival, Certificate, CleanupReport, Outcome, RunResult, Status
+
+NOT_AFTER = time.time() + 90 * 86400
+
+
+@dataclass
+class World:
+    """What the fake servers do, and what the fakes saw."""
+
+    delay: float = 0.05  # seconds from submission to the mail being visible
+    folder: str = "INBOX"
+    imap_login_error: Exception | None = None
+    smtp_connect_error: Exception | None = None
+    cleanup_error: Exception | None = None
+    wait_timeouts: list[float] = field(default_factory=list)
+    deleted: list[tuple[str, list[int]]] = field(default_factory=list)
+    open_imap: int = 0
+    peak_imap: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeImap:
+    def __init__(self, world: World, endpoint: ImapEndpoint, deadline: Deadline) -> None:
+        self.world = world
+        self.certificate = Certificate(endpoint.label, NOT_AFTER, tls_version="TLSv1.3")
+        self.folders: list[str] = ["INBOX", *endpoint.extra_folders]
+        with world.lock:
+            world.open_imap += 1
+            world.peak_imap = max(world.peak_imap, world.open_imap)
+
+    def login(self, username: str, password: Secret) -> None:
+        if self.world.imap_login_error is not None:
+            raise self.world.imap_login_error
+
+    def prepare(self, extra_folders: Sequence[str]) -> None:
+        pass
+
+    def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None:
+        self.world.wait_timeouts.append(timeout)
+        if self.world.delay > timeout:
+            return None
+        time.sleep(0.01)  # hold the session a moment, as a real wait would
+        return Sighting(self.world.folder, 7, sent + self.world.delay, 0.01, 12, self.world.delay)
+
+    def delivery_seconds(self, folder: str, uid: int) -> float | None:
+        return 0.0
+
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
+        if self.world.cleanup_error is not None:
+            raise self.world.cleanup_error
+        uids = list(uids)
+        self.world.deleted.append((folder, uids))
+        return len(uids)
+
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        with self.world.lock:
+            self.world.open_imap -= 1
+
+
+class FakeSmtp:
+    def __init__(self, world: World, endpoint: Endpoint, deadline: Deadline, name: str) -> None:
+        if world.smtp_connect_error is not None:
+            raise world.smtp_connect_error
+        self.certificate = Certificate(endpoint.label, NOT_AFTER, tls_version="TLSv1.3")
+
+    def login(self, username: str, password: Secret) -> None:
+        pass
+
+    def send(self, message: object, sender: str, recipient: str) -> float:
+        return time.monotonic()
+
+    def close(self) -> None:
+        pass
+
+
+def config(routes: int = 1, **monitor: object) -> Config:
+    smtp = Endpoint("mx.example.org", 587, "starttls")
+    imap = ImapEndpoint("mx.example.org", 993, "implicit", extra_folders=("Junk",))
+    account = Account("self", "monitor@example.org", "monitor@example.org", "/run/pw", Secret("pw"), smtp, imap)
+    settings = replace(MonitorSettings(state_file=None, instance="mx"), **monitor)  # type: ignore[arg-type]
+    route_list = tuple(Route(f"r{n}", account, account, receive_timeout=60.0, slow_after=30.0) for n in range(routes))
+    return Config(settings, {"self": account}, route_list)
+
+
+def run(world: World, cfg: Config | None = None, seconds: float = 30.0) -> RunResult:
+    cfg = cfg or config()
+    sessions = Sessions(imap=lambda e, d: FakeImap(world, e, d),  # type: ignore[arg-type,return-value]
+                        smtp=lambda e, d, n: FakeSmtp(world, e, d, n))  # type: ignore[arg-type,return-value]
+    started = time.time()
+    results = Engine(describe=describe_error).run(list(route_steps(cfg, sessions)), Deadline(seconds))
+    return RunResult(started, 0.1, tuple(results), "mx")
+
+
+def outcomes(result: RunResult, route: str = "r0") -> dict[str, Outcome]:
+    return {c.name: c.outcome for c in result.checks if c.subject.name == route}
+
+
+def test_a_healthy_route_passes_every_check_and_reports_its_roundtrip() -> None:
+    world = World(delay=0.25)
+    result = run(world)
+    assert outcomes(result) == dict.fromkeys(("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls"),
+                                             Outcome.OK)
+    route = result.routes[0]
+    arrival = route.detail(Arrival)
+    assert arrival is not None and abs(arrival.roundtrip - 0.25) < 1e-6 and arrival.folder == "INBOX"
+    receive = route.check("receive")
+    assert receive is not None and receive.duration is not None and receive.duration < 0.25  # its own time
+    assert [d for d in world.deleted if d[1]] == [("INBOX", [7])]  # only the test mail
+    assert route.detail(CleanupReport) == CleanupReport(True, 0)
+    assert world.open_imap == 0  # every session was closed
+
+
+def test_mail_in_spam_and_slow_mail_are_warnings() -> None:
+    spam = run(World(folder="Junk"))
+    assert outcomes(spam)["receive"] is Outcome.WARNING and spam.status is Status.WARNING
+    assert "landed in Junk (spam)" in (spam.routes[0].check("receive") or _never()).message
+    slow = run(World(delay=0.5), config(), 30.0)
+    assert outcomes(slow)["receive"] is Outcome.OK
+    slow_cfg = replace(config(), routes=tuple(replace(r, slow_after=0.1) for r in config().routes))
+    slower = run(World(delay=0.5), slow_cfg)
+    assert outcomes(slower)["receive"] is Outcome.WARNING
+    assert "slow delivery: 0.50s (slow_after is 0.1s)" in (slower.routes[0].check("receive") or _never()).message
+
+
+def test_the_wait_is_capped_by_the_run_deadline_and_leaves_time_for_cleanup() -> None:
+    world = World(delay=50.0)  # the mail would come after receive_timeout (60 s) fits, but not the deadline
+    result = run(world, seconds=5.0)
+    assert world.wait_timeouts and max(world.wait_timeouts) <= 5.0 - CLEANUP_RESERVE
+    receive = result.routes[0].check("receive")
+    assert receive is not None and receive.outcome is Outcome.FAILED
+    assert "(the run deadline)" in receive.message
+    assert outcomes(result)["cleanup"] is Outcome.OK  # it still ran, in the time kept for it
+
+
+def test_a_failed_cleanup_warns_instead_of_paging() -> None:
+    result = run(World(cleanup_error=imaplib.IMAP4.error("EXPUNGE failed")))
+    assert outcomes(result)["cleanup"] is Outcome.WARNING
+    assert result.status is Status.WARNING
+
+
+def test_a_refused_login_skips_what_needs_it_and_keeps_the_certificate() -> None:
+    result = run(World(imap_login_error=ImapLoginError("login refused: [AUTHENTICATIONFAILED]")))
+    got = outcomes(result)
+    assert got["imap_auth"] is Outcome.FAILED
+    assert (got["send"], got["receive"], got["cleanup"]) == (Outcome.SKIPPED,) * 3
+    assert (result.routes[0].check("send") or _never()).message == "imap_auth failed"
+    assert got["tls"] is Outcome.OK
+    # The handshake happened: the certificate (and so its expiry metric) does not vanish.
+    assert set(result.certificates()) == {"mx.example.org:993", "mx.example.org:587"}
+
+
+def test_a_certificate_that_does_not_verify_fails_tls_too() -> None:
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_code, error.verify_message = 10, "certificate has expired"
+    result = run(World(smtp_connect_error=error))
+    got = outcomes(result)
+    assert got["smtp_auth"] is Outcome.FAILED and got["tls"] is Outcome.FAILED
+    assert "SMTP mx.example.org:587: TLS certificate verification failed: certificate has expired" in (
+        result.routes[0].check("tls") or _never()).message
+    assert got["send"] is Outcome.SKIPPED and (result.routes[0].check("send") or _never()).message == "smtp_auth failed"
+
+
+def test_many_routes_into_one_mailbox_respect_its_session_limit() -> None:
+    world = World()
+    result = run(world, config(routes=10))
+    assert all(c.outcome is Outcome.OK for c in result.checks)
+    assert 1 < world.peak_imap <= MAX_SESSIONS_PER_MAILBOX
+
+
+def _never() -> object:
+    raise AssertionError("missing check")
