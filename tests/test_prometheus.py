@@ -71,3 +71,33 @@ def test_exported_metrics_pass_promtool():
     state.queue = [Alert("1", "failure", "t", "m", 4, [], 1.8e9), Alert("2", "update", "t", "m", 4, [], 1.8e9)]
     done = promtool("check", "metrics", stdin=render_metrics(result, state).decode())
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def samples(text: str) -> dict[str, float]:
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_warnings_spam_and_queued_alerts_are_counted_not_stuck_at_zero():
+    route = Subject.route("self")
+    checks = (CheckResult(route, "receive", Outcome.WARNING, 0.2, "landed in Junk (spam)",
+                          detail=Arrival(1.5, 0.01, "Junk", True, 1.8e9, 1.8e9 + 1.5, 20, 1.5, 1.0)),
+              CheckResult(route, "cleanup", Outcome.OK, 0.01),
+              CheckResult(Subject.domain("example.org"), "dmarc", Outcome.FAILED, 0.05, "no record",
+                          checked_at=1.8e9 - 600))
+    result = RunResult(started_at=1.8e9, duration=2.0, checks=checks, instance="mx")
+    from mail_monitor.alerts import AlertPolicy, evaluate
+
+    state, _ = evaluate(State(), result, AlertPolicy(), 1.8e9)
+    got = samples(render_metrics(result, state).decode())
+    assert got['mail_monitor_check_warning{check="receive",route="self"}'] == 1.0
+    assert got['mail_monitor_check_warning{check="cleanup",route="self"}'] == 0.0
+    assert got['mail_monitor_received_in_spam{route="self"}'] == 1.0
+    assert got['mail_monitor_roundtrip_seconds{route="self"}'] == 1.5  # the arrival's, not the check's 0.2
+    assert got['mail_monitor_check_duration_seconds{check="receive",route="self"}'] == 0.2
+    assert got['mail_monitor_dns_check_success{check="dmarc",domain="example.org"}'] == 0.0
+    assert got['mail_monitor_dns_check_timestamp_seconds{check="dmarc",domain="example.org"}'] == 1.8e9 - 600
+    assert got['mail_monitor_dns_check_failures_total{check="dmarc",domain="example.org"}'] == 1.0
+    assert got["mail_monitor_alerts_queued"] == 1.0  # the failure alert waits for delivery
+    assert got["mail_monitor_status"] == 2.0
+    assert not any(name.startswith("mail_monitor_host_check") for name in got)  # nothing configured there
