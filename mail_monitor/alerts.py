@@ -10,13 +10,18 @@ delivery, certificate expiring) are left to metrics and ``status``: they are not
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
-from mail_monitor.results import Arrival, CheckResult, Outcome, RunResult, Subject
+from mail_monitor.results import CheckResult, Collection, Outcome, PendingProbe, RunResult, Subject, Submission
 from mail_monitor.state import Alert, CheckState, Incident, State
 
+# Async probes are looked for this long (a lost one too: found later, it counts as late),
+# and at most this many per route are kept.
+PENDING_KEEP = 7 * 86400.0
+MAX_PENDING = 200
 PRIORITY_DEFAULT = 3
 PRIORITY_HIGH = 4
 MAX_QUEUE = 500  # undelivered alerts kept; beyond that the oldest reminders go first
@@ -34,6 +39,7 @@ class AlertPolicy:
 def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float) -> tuple[State, list[Alert]]:
     state = copy.deepcopy(previous)
     _update_checks(state, result, now)
+    _update_probes(state, result, now)
     status = result.status
     if state.status != status or state.status_since is None:
         state.status, state.status_since = status, now
@@ -103,12 +109,44 @@ def _update_checks(state: State, result: RunResult, now: float) -> None:
             current.failures_total += 1
             current.last_error = check.message
     for subject_result in result.subjects:
-        arrival = subject_result.detail(Arrival)
+        arrival = subject_result.arrival()
         if arrival is not None:
             state.last_roundtrip[str(subject_result.subject)] = arrival.roundtrip
     state.checks = {subject: {name: check for name, check in checks.items() if name in present[subject]}
                     for subject, checks in state.checks.items() if subject in present}
     state.last_roundtrip = {k: v for k, v in state.last_roundtrip.items() if k in present}
+
+
+def _update_probes(state: State, result: RunResult, now: float) -> None:
+    """Async probes: sent ones become pending; found ones leave; lost and late are counted once.
+
+    Runs on the state read under the lock, so two runs that both found a probe count it once.
+    """
+    for subject_result in result.subjects:
+        key = str(subject_result.subject)
+        pending = {p.token: p for p in state.pending.get(key, [])}
+        collection = subject_result.detail(Collection)
+        if collection is not None:
+            late = {probe.token for probe in collection.late}
+            for probe in collection.lost:
+                if probe.token in pending and not pending[probe.token].lost:
+                    pending[probe.token] = dataclasses.replace(pending[probe.token], lost=True)
+                    state.lost_total[key] = state.lost_total.get(key, 0) + 1
+            for probe in collection.found:
+                known = pending.pop(probe.token, None)
+                if known is not None and (known.lost or probe.token in late):
+                    state.late_total[key] = state.late_total.get(key, 0) + 1
+        submission = subject_result.detail(Submission)
+        if submission is not None and submission.pending and submission.token:
+            pending[submission.token] = PendingProbe(submission.token, submission.submitted_at)
+        probes = sorted((p for p in pending.values() if now - p.submitted_at < PENDING_KEEP),
+                        key=lambda p: p.submitted_at)[-MAX_PENDING:]
+        if probes:
+            state.pending[key] = probes
+        else:
+            state.pending.pop(key, None)
+    configured = {str(s.subject) for s in result.subjects}
+    state.pending = {k: v for k, v in state.pending.items() if k in configured}
 
 
 def _new_alert(state: State, kind: str, title: str, message: str, priority: int, tags: list[str],
@@ -169,7 +207,7 @@ def _recovery(state: State, result: RunResult, incident: Incident, now: float) -
     outage = human_duration(result.started_at - incident.since)
     started = dt.datetime.fromtimestamp(incident.since, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     trips = [f"{r.subject.label} {arrival.roundtrip:.2f}s" for r in result.subjects
-             if (arrival := r.detail(Arrival)) is not None]
+             if (arrival := r.arrival()) is not None]
     message = f"All checks pass again after {outage} (broken since {started})."
     if trips:
         message += "\nRoundtrip: " + ", ".join(trips)

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from mail_monitor.checks import all_steps, run_checks
+from mail_monitor.checks import needs_history, run_checks
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
 from mail_monitor.errors import StateError
 from mail_monitor.output import render
-from mail_monitor.results import CheckResult, RunResult
+from mail_monitor.results import RunResult
 
 if TYPE_CHECKING:
     from mail_monitor.state import State, StateStore
@@ -33,7 +33,8 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
 
     deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
     store = StateStore(config.monitor.state_file) if use_state and config.monitor.state_file else None
-    result = run_checks(config, deadline, carried=_carried(config, store))
+    previous = _previous(config, store)
+    result = run_checks(config, deadline, carried=previous.last_results(), history=previous.history())
     errors: list[str] = []
     try:
         state = record(config, result, store, deadline, notify)
@@ -60,15 +61,21 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
     return int(final.status)
 
 
-def _carried(config: Config, store: StateStore | None) -> dict[str, CheckResult]:
-    """Last results for checks that do not run every time; read without the lock, best effort."""
-    if store is None or not any(step.interval > 0 for step in all_steps(config)):
-        return {}
+def _previous(config: Config, store: StateStore | None) -> State:
+    """What earlier runs left for this one's checks; read without the lock, best effort.
+
+    The state is read again under the lock once the checks are done: what is counted
+    (a probe found, lost) is counted against that copy, so concurrent runs count once.
+    """
+    from mail_monitor.state import State
+
+    if store is None or not needs_history(config):
+        return State()
     try:
-        return store.load(read_only=True).last_results()
+        return store.load(read_only=True)
     except StateError as exc:
-        log.debug("no earlier results to carry: %s", exc)
-        return {}
+        log.warning("%s; this run starts without earlier results", exc)
+        return State()
 
 
 @contextlib.contextmanager

@@ -94,6 +94,9 @@ class Route:
     recipient: Account
     receive_timeout: float = 60.0
     slow_after: float = 30.0
+    mode: str = "sync"  # "async": send now, look for the probe on later runs
+    late_after: float = 900.0
+    lost_after: float = 7200.0
 
 
 @dataclass(frozen=True)
@@ -438,6 +441,9 @@ def _routes(source: str, raw: object, accounts: Mapping[str, Account]) -> tuple[
             recipient=ends["to"],
             receive_timeout=reader.duration("receive_timeout", 60.0, minimum=1),
             slow_after=reader.duration("slow_after", 30.0, minimum=0.001),
+            mode=reader.choice("mode", ("sync", "async"), "sync"),
+            late_after=reader.duration("late_after", 900.0, minimum=60),
+            lost_after=reader.duration("lost_after", 7200.0, minimum=60),
         ))
         reader.finish()
     return tuple(routes)

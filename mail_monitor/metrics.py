@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from mail_monitor import __version__
 from mail_monitor.files import write_atomic
-from mail_monitor.results import Arrival, Outcome, RunResult, Subject, SubjectKind
+from mail_monitor.results import Collection, Outcome, RunResult, Subject, SubjectKind
 from mail_monitor.state import State
 
 
@@ -102,7 +102,7 @@ class RunCollector(Collector):
         in_spam = GaugeMetricFamily("mail_monitor_received_in_spam",
                                     "1 if the test mail landed in an extra (spam) folder", labels=["route"])
         for route in self.result.routes:
-            arrival = route.detail(Arrival)
+            arrival = route.arrival()
             if arrival is None:
                 continue
             roundtrip.add_metric([route.subject.name], arrival.roundtrip)
@@ -110,6 +110,18 @@ class RunCollector(Collector):
             if arrival.delivery is not None:
                 delivery.add_metric([route.subject.name], arrival.delivery)
         yield from (roundtrip, delivery, in_spam)
+        lost = CounterMetricFamily("mail_monitor_lost", "Async probes counted lost (never twice)", labels=["route"])
+        late = CounterMetricFamily("mail_monitor_late", "Async probes that arrived after late_after",
+                                   labels=["route"])
+        pending = GaugeMetricFamily("mail_monitor_pending_probes", "Async probes still on their way",
+                                    labels=["route"])
+        for route in self.result.routes:
+            key = str(route.subject)
+            if key in self.state.pending or key in self.state.lost_total or route.detail(Collection) is not None:
+                lost.add_metric([route.subject.name], self.state.lost_total.get(key, 0))
+                late.add_metric([route.subject.name], self.state.late_total.get(key, 0))
+                pending.add_metric([route.subject.name], len(self.state.pending.get(key, [])))
+        yield from (m for m in (lost, late, pending) if m.samples)
         cert = GaugeMetricFamily("mail_monitor_tls_cert_not_after_timestamp_seconds",
                                  "Expiry of the certificate an endpoint presented", labels=["endpoint"])
         for endpoint, certificate in sorted(self.result.certificates().items()):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from mail_monitor.results import (
-    Arrival,
     CheckResult,
     CleanupReport,
     Outcome,
@@ -62,7 +61,7 @@ def _subject_dict(subject: SubjectResult, result: RunResult) -> dict[str, Any]:
 
 
 def _route_dict(route: SubjectResult) -> dict[str, Any]:
-    arrival = route.detail(Arrival)
+    arrival = route.arrival()
     submission = route.detail(Submission)
     cleanup = route.detail(CleanupReport)
     return {
@@ -102,7 +101,7 @@ def summary_line(result: RunResult) -> str:
     """The monitoring-plugins style first line: ``MAIL-MONITOR OK - ... | perfdata``."""
     status = result.status
     problems = _problems(result)
-    trips = [(r.subject.name, a.roundtrip) for r in result.routes if (a := r.detail(Arrival)) is not None]
+    trips = [(r.subject.name, a.roundtrip) for r in result.routes if (a := r.arrival()) is not None]
     if problems:
         text = "; ".join(problems)
     else:
@@ -159,7 +158,7 @@ def to_influx(result: RunResult) -> str:
             lines.append(f"mail_monitor_check,{tags},check={_tag(check.name)} {','.join(fields)} {stamp}")
         if kind is not SubjectKind.ROUTE:
             continue
-        arrival = subject.detail(Arrival)
+        arrival = subject.arrival()
         fields = [f"status={int(subject.status)}i",
                   f"in_spam={'true' if arrival is not None and arrival.in_spam else 'false'}"]
         if arrival is not None:

@@ -129,6 +129,8 @@ class Submission:
 
     submitted_at: float  # Unix time the submission started
     message_id: str
+    token: str = ""
+    pending: bool = False  # an async route's probe: looked for on later runs
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,36 @@ class Arrival:
 
 
 @dataclass(frozen=True)
+class PendingProbe:
+    """A probe an async route sent on an earlier run and has not seen arrive yet."""
+
+    token: str
+    submitted_at: float  # Unix time
+    lost: bool = False  # already counted lost (found later, it counts as late instead)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What an async route's ``receive`` found of the probes earlier runs sent."""
+
+    found: tuple[PendingProbe, ...] = ()  # arrived (their roundtrips in ``late`` / ``latest``)
+    late: tuple[PendingProbe, ...] = ()  # arrived after late_after (or after being counted lost)
+    lost: tuple[PendingProbe, ...] = ()  # newly past lost_after and still not there
+    latest: Arrival | None = None  # the newest probe found, for the roundtrip
+    pending: int = 0  # still on their way after this run
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs left that this run's checks need: the async probes still under way."""
+
+    pending: dict[str, tuple[PendingProbe, ...]] = field(default_factory=dict)  # subject -> probes
+
+    def probes(self, subject: Subject) -> tuple[PendingProbe, ...]:
+        return self.pending.get(str(subject), ())
+
+
+@dataclass(frozen=True)
 class CleanupReport:
     """What cleanup removed."""
 
@@ -161,8 +193,8 @@ class TlsReport:
     certificates: tuple[Certificate, ...] = ()
 
 
-Detail = Handshake | Submission | Arrival | CleanupReport | TlsReport
-D = TypeVar("D", Handshake, Submission, Arrival, CleanupReport, TlsReport)
+Detail = Handshake | Submission | Arrival | Collection | CleanupReport | TlsReport
+D = TypeVar("D", Handshake, Submission, Arrival, Collection, CleanupReport, TlsReport)
 
 
 # --------------------------------------------------------------------------- results
@@ -219,6 +251,13 @@ class SubjectResult:
 
     def failing(self) -> list[CheckResult]:
         return [c for c in self.checks if c.outcome is Outcome.FAILED]
+
+    def arrival(self) -> Arrival | None:
+        """The test mail's arrival: this run's, or for an async route the newest probe found."""
+        arrival = self.detail(Arrival)
+        if arrival is None and (collection := self.detail(Collection)) is not None:
+            arrival = collection.latest
+        return arrival
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
-from mail_monitor.results import CheckResult, Outcome, Status, Subject
+from mail_monitor.results import CheckResult, History, Outcome, PendingProbe, Status, Subject
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class State:
     queue: list[Alert] = field(default_factory=list)
     alerts_sent_total: int = 0
     next_alert: int = 1
+    pending: dict[str, list[PendingProbe]] = field(default_factory=dict)  # subject -> async probes
+    lost_total: dict[str, int] = field(default_factory=dict)  # subject -> probes counted lost, ever
+    late_total: dict[str, int] = field(default_factory=dict)  # subject -> probes that came late, ever
     first_run: bool = True  # not persisted as True: a state read from disk is never a first run
 
     def to_json(self) -> bytes:
@@ -112,6 +115,9 @@ class State:
             data = MIGRATIONS[version](data)
             version = data["version"]
         return _decode(data)
+
+    def history(self) -> History:
+        return History({subject: tuple(probes) for subject, probes in self.pending.items()})
 
     def last_results(self) -> dict[str, CheckResult]:
         """What each check found when it last ran, by result key: for checks not due this run."""
@@ -170,12 +176,14 @@ def _decode(data: dict[str, Any]) -> State:
             decoded[name] = CheckState(**known)
         checks[subject] = decoded
     incident = Incident(**_known(Incident, data["incident"])) if data.get("incident") else None
+    pending = {subject: [PendingProbe(**_known(PendingProbe, p)) for p in probes]
+               for subject, probes in (data.get("pending") or {}).items()}
     queue = [Alert(**_known(Alert, item)) for item in data.get("queue") or []]
     plain = _known(State, data)
-    for key in ("checks", "incident", "queue", "first_run"):
+    for key in ("checks", "incident", "queue", "pending", "first_run"):
         plain.pop(key, None)
     plain["status"] = Status[str(plain.get("status", "OK"))]
-    return State(**plain, checks=checks, incident=incident, queue=queue, first_run=False)
+    return State(**plain, checks=checks, incident=incident, queue=queue, pending=pending, first_run=False)
 
 
 class StateStore:

@@ -278,6 +278,9 @@ service_throttle_time = 1s
 virtual_mailbox_domains = {domain}
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
 smtpd_reject_unlisted_recipient = no
+# Test mails of routes named "held-..." wait in the hold queue until release_held():
+# delivery held back for longer than a run, for the async route tests.
+header_checks = regexp:{root}/postfix/header_checks
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_security_level = may
@@ -414,6 +417,7 @@ class MailStack:
         postfix = dict(params, lmtp_port=self.lmtp_target_port or self.lmtp_port)
         (self.root / "postfix" / "main.cf").write_text(POSTFIX_MAIN_CF.format(**postfix))
         (self.root / "postfix" / "master.cf").write_text(POSTFIX_MASTER_CF.format(**postfix))
+        (self.root / "postfix" / "header_checks").write_text("/^Subject: \\[mail-monitor\\] held-/ HOLD\n")
         if not (self.root / "users").exists():
             self._write_users()
 
@@ -518,6 +522,17 @@ class MailStack:
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- helpers for tests -----------------------------------------------------
+
+    def release_held(self) -> None:
+        """Release the mails the header checks put on hold, and deliver them now."""
+        config = ["-c", str(self.root / "postfix")]
+        subprocess.run(["postsuper", *config, "-H", "ALL"], check=True, capture_output=True)
+        subprocess.run(["postqueue", *config, "-f"], check=True, capture_output=True)
+
+    def held(self) -> int:
+        """How many mails wait in the hold queue."""
+        hold = self.root / "postfix-queue" / "hold"
+        return sum(1 for path in hold.rglob("*") if path.is_file()) if hold.exists() else 0
 
     def config_toml(self, local: str, password_file: Path, **route: str) -> str:
         """A mail-monitor configuration for one account that mails itself."""

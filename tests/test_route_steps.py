@@ -13,9 +13,9 @@ from mail_monitor.checks.routes import CLEANUP_RESERVE, MAX_SESSIONS_PER_MAILBOX
 from mail_monitor.config import Account, Config, Endpoint, ImapEndpoint, MonitorSettings, Route, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import Engine
-from mail_monitor.probes.imap import ImapLoginError, Sighting
+from mail_monitor.probes.imap import Arrived, ImapLoginError, Sighting
 from mail_monitor.probes.tls import describe_error
-from mail_monitor.results import Arrival, Certificate, CleanupReport, Outcome, RunResult, Status
+from mail_monitor.results import Arrival, Certificate, CleanupReport, History, Outcome, RunResult, Status
 
 NOT_AFTER = time.time() + 90 * 86400
 
@@ -31,6 +31,7 @@ class World:
     cleanup_error: Exception | None = None
     wait_timeouts: list[float] = field(default_factory=list)
     deleted: list[tuple[str, list[int]]] = field(default_factory=list)
+    arrived: dict[str, Arrived] = field(default_factory=dict)  # async probes the server has
     open_imap: int = 0
     peak_imap: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +73,9 @@ class FakeImap:
     def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
         return []
 
+    def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]:
+        return {t: self.world.arrived[t] for t in tokens if t in self.world.arrived}
+
     def close(self) -> None:
         with self.world.lock:
             self.world.open_imap -= 1
@@ -102,12 +106,13 @@ def config(routes: int = 1, **monitor: object) -> Config:
     return Config(settings, {"self": account}, route_list)
 
 
-def run(world: World, cfg: Config | None = None, seconds: float = 30.0) -> RunResult:
+def run(world: World, cfg: Config | None = None, seconds: float = 30.0, history: History | None = None) -> RunResult:
     cfg = cfg or config()
     sessions = Sessions(imap=lambda e, d: FakeImap(world, e, d),  # type: ignore[arg-type,return-value]
                         smtp=lambda e, d, n: FakeSmtp(world, e, d, n))  # type: ignore[arg-type,return-value]
     started = time.time()
-    results = Engine(describe=describe_error).run(list(route_steps(cfg, sessions)), Deadline(seconds))
+    steps = list(route_steps(cfg, history or History(), sessions))
+    results = Engine(describe=describe_error).run(steps, Deadline(seconds))
     return RunResult(started, 0.1, tuple(results), "mx")
 
 

@@ -14,21 +14,27 @@ from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import Engine, Step
 from mail_monitor.probes.tls import describe_error
-from mail_monitor.results import CheckResult, RunResult
+from mail_monitor.results import CheckResult, History, RunResult
 
-Family = Callable[[Config], Iterable[Step]]
+Family = Callable[[Config, History], Iterable[Step]]
 
 FAMILIES: tuple[Family, ...] = (route_steps,)
 OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metrics
 
 
-def all_steps(config: Config) -> list[Step]:
-    return [step for family in FAMILIES for step in family(config)]
+def all_steps(config: Config, history: History | None = None) -> list[Step]:
+    history = history or History()
+    return [step for family in FAMILIES for step in family(config, history)]
+
+
+def needs_history(config: Config) -> bool:
+    """Whether a run must read the state before its checks (carried results, async probes)."""
+    return any(step.interval > 0 for step in all_steps(config)) or any(r.mode == "async" for r in config.routes)
 
 
 def run_checks(config: Config, deadline: Deadline | None = None,
                carried: Mapping[str, CheckResult] | None = None,
-               scrub: Callable[[str], str] | None = None) -> RunResult:
+               scrub: Callable[[str], str] | None = None, history: History | None = None) -> RunResult:
     """One pass over every check of every subject. Returns by the deadline even if a server hangs."""
     monitor = config.monitor
     started_wall = time.time()
@@ -38,5 +44,5 @@ def run_checks(config: Config, deadline: Deadline | None = None,
     engine = Engine(max_parallel=monitor.max_parallel, describe=describe_error)
     if scrub is not None:
         engine.scrub = scrub
-    results = engine.run(all_steps(config), checks_deadline, carried)
+    results = engine.run(all_steps(config, history), checks_deadline, carried)
     return RunResult(started_wall, time.monotonic() - overall.start, tuple(results), monitor.instance)

@@ -9,22 +9,25 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol, runtime_checkable
 
 from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
-from mail_monitor.probes.imap import ImapLoginError, ImapSession, Sighting
+from mail_monitor.probes.imap import Arrived, ImapLoginError, ImapSession, Sighting
 from mail_monitor.probes.smtp import SmtpSession, build_message
 from mail_monitor.probes.tls import describe_error, is_certificate_error
 from mail_monitor.results import (
     Arrival,
     Certificate,
     CleanupReport,
+    Collection,
     Handshake,
+    History,
     Outcome,
+    PendingProbe,
     Subject,
     Submission,
     TlsReport,
@@ -60,6 +63,7 @@ class Mailbox(Protocol):
     def delivery_seconds(self, folder: str, uid: int) -> float | None: ...
     def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int: ...
     def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]: ...
+    def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]: ...
     @property
     def folders(self) -> list[str]: ...
     def close(self) -> None: ...
@@ -84,9 +88,16 @@ class Sessions:
     smtp: Callable[[Endpoint, Deadline, str], Submitter] = SmtpSession
 
 
-def route_steps(config: Config, sessions: Sessions = Sessions()) -> Iterator[Step]:
+def route_steps(config: Config, history: History, sessions: Sessions = Sessions()) -> Iterator[Step]:
     for route in config.routes:
-        yield from RouteChecks(route, config, sessions).steps()
+        yield from RouteChecks(route, config, history, sessions).steps()
+
+
+@dataclass(frozen=True)
+class ToDelete:
+    """What ``receive`` found that ``cleanup`` may delete: (folder, uid) of our own probes."""
+
+    mails: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class RouteChecks:
 
     route: Route
     config: Config
+    history: History = field(default_factory=History)
     sessions: Sessions = Sessions()
 
     def id(self, check: str) -> StepId:
@@ -109,9 +121,14 @@ class RouteChecks:
                        MAX_SESSIONS_PER_MAILBOX)
         yield Step(imap_auth, self.imap_auth, gates=(CONNECTING,), lease=mailbox)
         yield Step(smtp_auth, self.smtp_auth, gates=(CONNECTING,))
-        # The IMAP session must have noted where new mail starts before anything is sent.
-        yield Step(send, self.send, needs=(smtp_auth, imap_auth))
-        yield Step(receive, self.receive, needs=(send, imap_auth))
+        if self.route.mode == "async":
+            # Nobody watches this probe now: it is looked for on later runs, IMAP or not.
+            yield Step(send, self.send, needs=(smtp_auth,))
+            yield Step(receive, self.collect, needs=(imap_auth,))
+        else:
+            # The IMAP session must have noted where new mail starts before anything is sent.
+            yield Step(send, self.send, needs=(smtp_auth, imap_auth))
+            yield Step(receive, self.receive, needs=(send, imap_auth))
         # Mail works even if the mailbox slowly fills with test mails: a warning, not a page.
         yield Step(self.id("cleanup"), self.cleanup, needs=(imap_auth,), after=(receive,),
                    failure=Outcome.WARNING)
@@ -166,8 +183,10 @@ class RouteChecks:
         started = smtp.send(message, route.sender.address, route.recipient.address)
         submitted_at = time.time() - (time.monotonic() - started)
         message_id = str(message["Message-ID"])
-        return Finding(message=f"submitted as {message_id}", detail=Submission(submitted_at, message_id),
-                       value=Sent(token, started, submitted_at))
+        pending = route.mode == "async"
+        detail = Submission(submitted_at, message_id, token, pending)
+        message_text = f"submitted as {message_id}" + (", to be looked for on later runs" if pending else "")
+        return Finding(message=message_text, detail=detail, value=Sent(token, started, submitted_at))
 
     def receive(self, ctx: StepContext) -> Finding:
         route = self.route
@@ -186,22 +205,78 @@ class RouteChecks:
         except Exception:  # noqa: BLE001 - the header read is a bonus, not a check
             delivery = None
         arrival = _arrival(found, sent, delivery)
+        mine = ToDelete(((found.folder, found.uid),))
         if arrival.in_spam:
             return Finding(Outcome.WARNING, f"landed in {found.folder} (spam), not INBOX, after "
-                           f"{arrival.roundtrip:.2f}s", arrival, found)
+                           f"{arrival.roundtrip:.2f}s", arrival, mine)
         if arrival.roundtrip > route.slow_after:
             return Finding(Outcome.WARNING, f"slow delivery: {arrival.roundtrip:.2f}s "
-                           f"(slow_after is {route.slow_after:g}s)", arrival, found)
-        return Finding(Outcome.OK, f"found in INBOX after {arrival.roundtrip:.3f}s", arrival, found)
+                           f"(slow_after is {route.slow_after:g}s)", arrival, mine)
+        return Finding(Outcome.OK, f"found in INBOX after {arrival.roundtrip:.3f}s", arrival, mine)
+
+    def collect(self, ctx: StepContext) -> Finding:
+        """An async route's receive: which of the probes earlier runs sent have arrived."""
+        route = self.route
+        imap = ctx.value(self.id("imap_auth"), Mailbox)
+        probes = self.history.probes(self.id("receive").subject)
+        if not probes:
+            return Finding(message="no earlier probe to look for yet", detail=Collection())
+        arrived = imap.find_tokens([p.token for p in probes], self.config.monitor.subject_prefix,
+                                   since=min(p.submitted_at for p in probes))
+        now = time.time()
+        found, late, lost, waiting = [], [], [], []
+        latest: tuple[PendingProbe, Arrived] | None = None
+        for probe in probes:
+            mail = arrived.get(probe.token)
+            if mail is not None:
+                found.append(probe)
+                if probe.lost or _async_roundtrip(probe, mail) > route.late_after:
+                    late.append(probe)
+                if latest is None or probe.submitted_at > latest[0].submitted_at:
+                    latest = (probe, mail)
+            elif now - probe.submitted_at > route.lost_after:
+                if not probe.lost:
+                    lost.append(probe)
+            else:
+                waiting.append(probe)
+        arrival = _async_arrival(*latest) if latest is not None else None
+        collection = Collection(tuple(found), tuple(late), tuple(lost), arrival, len(waiting))
+        mine = ToDelete(tuple((arrived[p.token].folder, arrived[p.token].uid) for p in found))
+        parts = []
+        if arrival is not None:
+            parts.append(f"{len(found)} earlier probe(s) arrived, the newest after {arrival.roundtrip:.0f}s"
+                         f" (in {arrival.folder})")
+        if waiting:
+            oldest = now - min(p.submitted_at for p in waiting)
+            parts.append(f"{len(waiting)} still on the way, the oldest sent {oldest:.0f}s ago")
+        if lost:
+            sent = ", ".join(_when(p.submitted_at) for p in lost)
+            message = (f"{len(lost)} probe(s) lost: sent {sent}, not seen within lost_after "
+                       f"({route.lost_after:g}s)")
+            return Finding(Outcome.FAILED, "; ".join([message, *parts]), collection, mine)
+        if not parts:
+            missing = sum(1 for p in probes if p.lost)
+            parts.append(f"{missing} probe(s) counted lost earlier still missing; nothing new")
+        if late:
+            message = (f"{len(late)} probe(s) arrived late (after late_after, {route.late_after:g}s, "
+                       f"or after they were counted lost)")
+            return Finding(Outcome.WARNING, "; ".join([message, *parts]), collection, mine)
+        if arrival is not None and arrival.in_spam:
+            return Finding(Outcome.WARNING, f"landed in {arrival.folder} (spam); " + "; ".join(parts),
+                           collection, mine)
+        return Finding(Outcome.OK, "; ".join(parts), collection, mine)
 
     def cleanup(self, ctx: StepContext) -> Finding:
         monitor = self.config.monitor
         imap = ctx.value(self.id("imap_auth"), Mailbox)
-        found = ctx.optional(self.id("receive"), Sighting)
+        found = ctx.optional(self.id("receive"), ToDelete)
+        if found is not None and not found.mails:
+            found = None
         deleted = False
         if found is not None and monitor.delete_test_mail:
-            if imap.delete_own(found.folder, [found.uid], monitor.subject_prefix) == 0:
-                raise CheckFailed("the test mail was found but could not be verified for deletion")
+            for folder, uid in found.mails:
+                if imap.delete_own(folder, [uid], monitor.subject_prefix) == 0:
+                    raise CheckFailed("the test mail was found but could not be verified for deletion")
             deleted = True
         stale = 0
         for folder in imap.folders:
@@ -288,6 +363,22 @@ def _connect_failed(handshake: Handshake, exc: Exception, ctx: StepContext) -> E
         handshake = Handshake(handshake.protocol, handshake.endpoint, handshake.tls,
                               certificate_error=message, allow_plaintext=handshake.allow_plaintext)
     return CheckFailed(message, handshake)
+
+
+def _async_roundtrip(probe: PendingProbe, mail: Arrived) -> float:
+    """INTERNALDATE is truncated to the second: the arrival lies in [at, at + 1)."""
+    return max(0.0, mail.at + 0.5 - probe.submitted_at)
+
+
+def _async_arrival(probe: PendingProbe, mail: Arrived) -> Arrival:
+    roundtrip = _async_roundtrip(probe, mail)
+    return Arrival(roundtrip=roundtrip, uncertainty=0.5, folder=mail.folder, in_spam=mail.folder != "INBOX",
+                   submitted_at=probe.submitted_at, seen_at=probe.submitted_at + roundtrip, commands=0,
+                   waited=0.0)
+
+
+def _when(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(unix))
 
 
 def _arrival(found: Sighting, sent: Sent, delivery: float | None) -> Arrival:

@@ -38,6 +38,7 @@ BACKOFF_PHASE = 15.0  # then slow down to SLOW_INTERVAL by this point
 SLOW_INTERVAL = 1.0
 IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
 EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth command
+MAX_COLLECT = 500  # monitor mails per folder an async route's collection looks at
 
 
 class ImapLoginError(Exception):
@@ -290,6 +291,44 @@ class ImapSession:
     @property
     def folders(self) -> list[str]:
         return list(self._folders)
+
+    def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]:
+        """Where earlier probes (of an async route) arrived: one search and one fetch per folder.
+
+        Only monitor mail (token header and subject prefix) that arrived since ``since``
+        is searched, at most the newest ``MAX_COLLECT`` per folder.
+        """
+        wanted = set(tokens)
+        found: dict[str, Arrived] = {}
+        if not wanted:
+            return found
+        day = datetime.date.fromtimestamp(since - 86400)  # SINCE has a day's resolution, in server time
+        fields = f"BODY.PEEK[HEADER.FIELDS ({TOKEN_HEADER.upper()})]"
+        for folder in self.folders:
+            if self.selected != folder:
+                self._select(folder)
+            self._refresh_timeout()
+            uids = self.client.search(["SINCE", day, "HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+            uids = sorted(int(u) for u in uids)[-MAX_COLLECT:]
+            if not uids:
+                continue
+            self._refresh_timeout()
+            for uid, item in self.client.fetch(uids, [fields, "INTERNALDATE"]).items():
+                headers = BytesHeaderParser().parsebytes(_header_bytes(item))
+                token = str(headers.get(TOKEN_HEADER) or "").strip()
+                received = item.get(b"INTERNALDATE")
+                if token in wanted and token not in found and received is not None:
+                    found[token] = Arrived(folder, int(uid), _timestamp(received))
+        return found
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """An earlier probe, found: where, and when the server says it arrived (INTERNALDATE, 1 s)."""
+
+    folder: str
+    uid: int
+    at: float  # Unix time, truncated to the second by IMAP
 
 
 class _Pacer:
