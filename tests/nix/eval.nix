@@ -1,11 +1,13 @@
 # Evaluates the flake's NixOS module with nixpkgs' real lib.evalModules, against the
 # stand-ins of nixos.nix (NixOS options) and pkgs.nix (packages), and returns what the
 # tests check. As on NixOS, failed assertions stop everything else: then only they and
-# the warnings are returned (top-level.nix checks them before building the system).
+# the warnings are returned (top-level.nix checks them before building the system), and
+# the settings, which `nix eval …config.services.mail-monitor.settings` must still show.
 {
   libPath,
-  # The NixOS configuration to evaluate, as JSON; or
+  # The NixOS configuration to evaluate, as JSON, or as a file (for Nix paths); or
   configJson ? "{}",
+  configModule ? null,
   # evaluate nix/tests/vm.nix's machine instead.
   vmTest ? false,
   system ? "x86_64-linux",
@@ -36,6 +38,7 @@ let
     specialArgs = { inherit pkgs; };
     modules = [
       (import ./nixos.nix { inherit lib pkgs; })
+      ./sops.nix
     ]
     ++ (
       if vmTest then
@@ -43,7 +46,7 @@ let
       else
         [
           flake.nixosModules.default
-          (builtins.fromJSON configJson)
+          (if configModule != null then configModule else builtins.fromJSON configJson)
         ]
     );
   };
@@ -94,6 +97,7 @@ if failedAssertions != [ ] then
   {
     inherit failedAssertions;
     inherit (config) warnings;
+    settings = config.services.mail-monitor.settings or null;
   }
 else
   {

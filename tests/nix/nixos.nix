@@ -165,6 +165,7 @@ in
     systemd.timers = option (types.attrsOf (types.submodule timerModule)) { };
     systemd.tmpfiles.rules = option (types.listOf types.str) [ ];
 
+    services.prometheus.ruleFiles = option (types.listOf types.path) [ ];
     services.prometheus.exporters = mkOption {
       type = types.submodule {
         options = assertionOptions // {

@@ -14,7 +14,7 @@ let
     // {
       type = "derivation";
       inherit name system;
-      outPath = "${builtins.storeDir}/${builtins.substring 0 32 (builtins.hashString "sha256" name)}-${name}";
+      outPath = "${builtins.storeDir}/${builtins.substring 0 32 (builtins.hashString "sha256" "${system}-${name}")}-${name}";
     };
   package = pname: fakeDerivation { inherit pname; };
 
