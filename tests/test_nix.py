@@ -456,9 +456,14 @@ def test_metrics_path_from_settings_is_writable_and_wired() -> None:
     assert result["serviceConfig"]["ReadWritePaths"] == ["/var/lib/mm-metrics"]
     assert "d /var/lib/mm-metrics 0755 mail-monitor mail-monitor - -" in result["tmpfiles"]
     assert result["nodeExporterExecStart"].count("--collector.textfile.directory=/var/lib/mm-metrics ") == 1
+
+
+@needs_lib
+def test_metrics_path_only_in_settings_is_writable() -> None:
     # Without metrics.textfile.enable the program still writes there, so it must be writable.
-    alone = evaluate(merged(BASE, {"settings": {"metrics": {"textfile": path}}}), NODE_EXPORTER)
-    assert alone["serviceConfig"]["ReadWritePaths"] == ["/var/lib/mm-metrics"]
+    result = evaluate(merged(BASE, {"settings": {"metrics": {"textfile": "/var/lib/mm-metrics/mail_monitor.prom"}}}))
+    assert result["serviceConfig"]["ReadWritePaths"] == ["/var/lib/mm-metrics"]
+    assert "d /var/lib/mm-metrics 0755 mail-monitor mail-monitor - -" in result["tmpfiles"]
 
 
 # --------------------------------------------------------------------------- service knobs
