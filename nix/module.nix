@@ -29,9 +29,9 @@ let
 
   credentialsPath = name: "$CREDENTIALS_DIRECTORY/${name}";
 
-  # A secret given as a string or as a Nix path, as a string. toString, not
+  # A file given as a string or as a Nix path, as a string. toString, not
   # interpolation: "${./secret}" would copy the secret into the world-readable store.
-  secretPath = path: if path == null then null else toString path;
+  pathString = path: if path == null then null else toString path;
   secretType = types.nullOr (types.either types.str types.path);
 
   isStorePath = path: lib.hasPrefix builtins.storeDir path;
@@ -188,7 +188,7 @@ let
   credentialSettings = withoutNulls {
     address = cfg.credentials.username;
     username = cfg.credentials.username;
-    password_file = secretPath cfg.credentials.passwordFile;
+    password_file = pathString cfg.credentials.passwordFile;
   };
 
   isCredentialReference = path: lib.hasPrefix "$CREDENTIALS_DIRECTORY" path;
@@ -200,7 +200,7 @@ let
       name: account:
       lib.nameValuePair "password-${name}" (
         let
-          path = secretPath (account.password_file or null);
+          path = pathString (account.password_file or null);
         in
         if path == null || isCredentialReference path then null else path
       )
@@ -209,8 +209,8 @@ let
 
   ntfySettings = cfg.settings.alerts.ntfy or { };
   ntfySecrets = lib.filterAttrs (_: path: path != null && !(isCredentialReference path)) {
-    ntfy-token = secretPath (ntfySettings.token_file or null);
-    ntfy-password = secretPath (ntfySettings.password_file or null);
+    ntfy-token = pathString (ntfySettings.token_file or null);
+    ntfy-password = pathString (ntfySettings.password_file or null);
   };
 
   # With configFile the file names its own secrets; the module only loads the file.
@@ -256,7 +256,7 @@ let
     if cfg.configFile != null then
       (if cfg.metrics.textfile.enable then "${cfg.metrics.textfile.directory}/mail_monitor.prom" else null)
     else
-      secretPath (cfg.settings.metrics.textfile or null);
+      pathString (cfg.settings.metrics.textfile or null);
   metricsDirectory = if metricsFile == null then null else dirOf metricsFile;
 
   # The textfile directory node_exporter is already told about in its extraFlags, if any.
@@ -501,7 +501,7 @@ in
     (mkIf cfg.ntfy.enable {
       services.mail-monitor.settings.alerts.ntfy = withoutNulls {
         inherit (cfg.ntfy) server topic;
-        token_file = secretPath cfg.ntfy.tokenFile;
+        token_file = pathString cfg.ntfy.tokenFile;
       };
     })
 
@@ -649,8 +649,11 @@ in
           # none of the following, and together they bring the exposure from 2.x to 1.1.
           # No /dev/* at all, not even the pseudo devices PrivateDevices leaves.
           DevicePolicy = "closed";
+          # No access to the user's kernel keyring; secrets come as credentials.
           KeyringMode = "private";
+          # No System V / POSIX IPC objects shared with other services.
           PrivateIPC = true;
+          # Mounts it sees are its own; none propagate back to the host.
           PrivateMounts = true;
           # The service user maps to itself only: no other user exists in its view.
           PrivateUsers = true;
@@ -658,12 +661,14 @@ in
           ProcSubset = "pid";
           ProtectProc = "invisible";
           # The exporters leave the syscall filter to each exporter; Python's stdlib
-          # networking, TLS and file writes fit in @system-service.
+          # networking, TLS and file writes fit in @system-service, without privileged
+          # or resource-limit calls.
           SystemCallFilter = [
             "@system-service"
             "~@privileged"
             "~@resources"
           ];
+          # A filtered call fails with EPERM, which Python reports, instead of killing the run.
           SystemCallErrorNumber = "EPERM";
         };
       };
