@@ -94,8 +94,8 @@ let
           "d" = 86400;
         }.${if unit == null then "s" else unit};
 
-  # Seconds in a systemd time span ("5min", "1h 30m", "90"; systemd.time(7)), or null
-  # when the interval is not a span (then it is a calendar expression such as "*:0/5").
+  # Whole seconds in a systemd time span ("5min", "1h 30m", "90"; systemd.time(7)), or
+  # null for anything else ("1.5h" is a span too, but never an exact calendar).
   spanSeconds =
     interval:
     let
@@ -165,12 +165,14 @@ let
     else
       null;
 
-  intervalSeconds = spanSeconds cfg.interval;
-  intervalCalendar = if intervalSeconds == null then cfg.interval else exactCalendar intervalSeconds;
+  # A time span starts with a number ("5min", "1.5h", "90"); a calendar expression does
+  # not ("*:0/5", "hourly", "Mon 04:00").
+  intervalIsSpan = builtins.match "[[:space:]]*[0-9.]+[[:space:]]*[a-z]*([[:space:]]+[0-9.]+[[:space:]]*[a-z]*)*[[:space:]]*" cfg.interval != null;
+  intervalCalendar = if intervalIsSpan then exactCalendar (spanSeconds cfg.interval) else cfg.interval;
 
   # StateDirectory= takes a name below /var/lib; the existing module's default is the
   # absolute "/var/lib/mail-monitor", so both forms are accepted.
-  stateDirectoryName = lib.removePrefix "/var/lib/" cfg.stateDirectory;
+  stateDirectoryName = lib.removeSuffix "/" (lib.removePrefix "/var/lib/" cfg.stateDirectory);
   stateDirectoryIsValid =
     builtins.match "[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*" stateDirectoryName != null
     && !(lib.any (part: part == "." || part == "..") (lib.splitString "/" stateDirectoryName));

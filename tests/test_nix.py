@@ -230,6 +230,7 @@ SEEDS = [
     ({"ntfy": {"topic": "t2"}}, lambda r: r.get("alerts", {}).get("ntfy", {}).get("topic"), "t2"),
     ({"stateDirectory": "mm"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"stateDirectory": "/var/lib/mm"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
+    ({"stateDirectory": "/var/lib/mm/"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"settings": {"monitor": {"deadline": "90s"}}}, lambda r: r["monitor"]["deadline"], "90s"),
 ]
 
@@ -371,7 +372,7 @@ def test_even_interval_becomes_an_exact_persistent_calendar(interval: str, secon
 
 
 @needs_lib
-@pytest.mark.parametrize("interval", ["7min", "90min", "1h 30min", "2d", "45s"])
+@pytest.mark.parametrize("interval", ["7min", "90min", "1h 30min", "2d", "45s", "1.5h"])
 def test_uneven_interval_runs_after_each_run_without_persistent(interval: str) -> None:
     timer = evaluate(merged(BASE, {"interval": interval}))["timerConfig"]
     # systemd.timer(5): Persistent= only applies to OnCalendar; set elsewhere it does nothing.
@@ -515,7 +516,7 @@ def write_units(result: dict[str, Any], root: Path) -> tuple[Path, Path]:
     return service, timer
 
 
-SETUPS = ["simple", "multi-account", "docs-example", "existing-module", "config-file", "vm-test"]
+SETUPS = ["simple", "multi-account", "docs-example", "existing-module", "config-file", "vm-test", "uneven-interval"]
 
 
 def setup_result(name: str, tmp_path: Path) -> dict[str, Any]:
@@ -527,6 +528,8 @@ def setup_result(name: str, tmp_path: Path) -> dict[str, Any]:
         return evaluate_nix(docs_example(), tmp_path)
     if name == "existing-module":
         return evaluate_nix(EXISTING_MODULE_CONFIG, tmp_path)
+    if name == "uneven-interval":
+        return evaluate(merged(BASE, {"interval": "1h 30min"}))
     if name == "config-file":
         return evaluate({"enable": True, "configFile": "/etc/mail-monitor.toml",
                          "metrics": {"textfile": {"enable": True}}}, NODE_EXPORTER)
