@@ -418,9 +418,9 @@ in
       directory = mkOption {
         type = types.str;
         default = if userTextfileDirectories != [ ] then lib.head userTextfileDirectories else defaultTextfileDirectory;
-        defaultText = literalExpression ''
+        defaultText = lib.literalMD ''
           the directory of a `${textfileFlag}=` flag in
-          config.services.prometheus.exporters.node.extraFlags, else "${defaultTextfileDirectory}"
+          {option}`services.prometheus.exporters.node.extraFlags`, else `"${defaultTextfileDirectory}"`
         '';
         description = ''
           Directory for {file}`mail_monitor.prom`, created and owned by {option}`user`.
@@ -603,8 +603,9 @@ in
             2
           ];
           # Above the run's own deadline, which it never exceeds. (An unreadable deadline
-          # fails an assertion; 180 only keeps this evaluable until then.)
-          TimeoutStartSec = builtins.ceil (if deadlineSeconds == null then 180 else deadlineSeconds) + 60;
+          # fails an assertion; 180 only keeps this evaluable until then.) A default, for
+          # a configFile with a longer deadline than the module can see.
+          TimeoutStartSec = mkDefault (builtins.ceil (if deadlineSeconds == null then 180 else deadlineSeconds) + 60);
           LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") secrets;
 
           # A static user rather than DynamicUser: node_exporter must read the metrics

@@ -326,6 +326,24 @@ def test_config_for_the_existing_module_carries_over_unchanged(tmp_path: Path) -
     assert resolved["accounts"]["default"]["imap"]["host"] == "mail.example.com"
 
 
+# Every option of fudoniten/mail-monitor's module (module.nix at b2604c8).
+EXISTING_MODULE_OPTIONS = [
+    "enable", "interval", "smtp.host", "smtp.port", "imap.host", "imap.port", "credentials.username",
+    "credentials.passwordFile", "testRecipient", "receiveTimeout", "ntfy.enable", "ntfy.topic", "ntfy.server",
+    "stateDirectory",
+]
+
+
+@needs_lib
+def test_options_of_the_existing_module_exist_and_are_documented() -> None:
+    docs = {o["name"].removeprefix("services.mail-monitor."): o for o in evaluate(BASE)["optionDocs"]}
+    assert set(EXISTING_MODULE_OPTIONS) <= set(docs)
+    assert {"user", "group", "configFile", "settings", "metrics.textfile.enable"} <= set(docs)
+    for name, option in docs.items():
+        assert option["description"], name
+        assert option["default"] is not None, name
+
+
 @needs_lib
 def test_password_file_as_a_nix_path_is_not_copied_to_the_store(tmp_path: Path) -> None:
     (tmp_path / "password").write_text("pw-in-a-file\n")
@@ -473,9 +491,10 @@ def test_metrics_path_only_in_settings_is_writable() -> None:
 @needs_lib
 def test_hardening_can_be_relaxed_without_mkforce() -> None:
     relaxed = {"systemd": {"services": {"mail-monitor": {"serviceConfig": {
-        "ProtectHome": "read-only", "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_UNIX"]}}}}}
+        "ProtectHome": "read-only", "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_UNIX"],
+        "TimeoutStartSec": 900}}}}}
     service = evaluate(BASE, relaxed)["serviceConfig"]
-    assert service["ProtectHome"] == "read-only"
+    assert (service["ProtectHome"], service["TimeoutStartSec"]) == ("read-only", 900)
     assert service["RestrictAddressFamilies"] == ["AF_INET", "AF_INET6", "AF_UNIX"]
 
 

@@ -51,6 +51,11 @@ let
     );
   };
   config = evaluated.config;
+  # The module's options as the NixOS manual lists them (types, defaults, descriptions).
+  optionDocs = map (option: {
+    inherit (option) name type description;
+    default = option.default.text or null;
+  }) (lib.filter (option: option.visible && !option.internal) (lib.optionAttrSetToDocList evaluated.options.services.mail-monitor));
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 
   # As nixpkgs' systemd-lib renders a section: lists as repeated keys, booleans as true/false.
@@ -103,6 +108,7 @@ else
   {
     failedAssertions = [ ];
     inherit (config) warnings;
+    inherit optionDocs;
     serviceConfig = service.serviceConfig;
     timerConfig = config.systemd.timers.mail-monitor.timerConfig;
     serviceUnit = serviceText service;
