@@ -79,7 +79,7 @@
     machine.wait_for_open_port(25)
     machine.wait_for_open_port(143)
 
-    # The timer fires OnBootSec=1min after boot; wait for its first run to finish.
+    # interval = "1min" is OnCalendar=*:0/1: wait for the first run to finish.
     machine.wait_until_succeeds("test -f /var/lib/mail-monitor/state.json", timeout=300)
     machine.succeed("grep -q '\"status\": \"OK\"' /var/lib/mail-monitor/state.json")
     machine.succeed(

@@ -1,152 +1,125 @@
-# Evaluates nix/module.nix with the real lib.evalModules and returns what the tests check.
-#
-# Only what lies outside nixpkgs' lib is stood in for, as small and honest as possible:
-# the NixOS options the module sets (declared with loose types), pkgs.formats.toml (its
-# real type; `generate` writes JSON, which the test turns into TOML like nixpkgs'
-# json2toml does) and the package (a derivation-shaped attrset with meta.mainProgram).
+# Evaluates the flake's NixOS module with nixpkgs' real lib.evalModules, against the
+# stand-ins of nixos.nix (NixOS options) and pkgs.nix (packages), and returns what the
+# tests check. As on NixOS, failed assertions stop everything else: then only they and
+# the warnings are returned (top-level.nix checks them before building the system), and
+# the settings, which `nix eval …config.services.mail-monitor.settings` must still show.
 {
   libPath,
-  configJson,
+  # The NixOS configuration to evaluate, as JSON, or as a file (for Nix paths); or
+  configJson ? "{}",
+  configModule ? null,
+  # evaluate nix/tests/vm.nix's machine instead.
+  vmTest ? false,
+  system ? "x86_64-linux",
 }:
 
 let
   lib = import (libPath + "/lib");
-  inherit (lib) mkOption types;
+  pkgs = import ./pkgs.nix { inherit lib system; };
 
-  tomlValue =
-    with types;
-    nullOr (oneOf [
-      bool
-      int
-      float
-      str
-      path
-      (attrsOf tomlValue)
-      (listOf tomlValue)
-    ])
-    // {
-      description = "TOML value";
-    };
-
-  pkgs = {
-    formats.toml = _: {
-      type = types.attrsOf tomlValue;
-      generate = name: value: builtins.toFile name (builtins.toJSON value);
-    };
-    mail-monitor = {
-      type = "derivation";
-      name = "mail-monitor-0.1.0";
-      outPath = "${builtins.storeDir}/00000000000000000000000000000000-mail-monitor-0.1.0";
-      meta.mainProgram = "mail-monitor";
-    };
+  # The flake's outputs, with nixpkgs replaced by the stand-ins.
+  nixpkgs = {
+    inherit lib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (
+      hostSystem: import ./pkgs.nix {
+        inherit lib;
+        system = hostSystem;
+      }
+    );
+  };
+  flake = (import ../../flake.nix).outputs {
+    self = flake;
+    inherit nixpkgs;
   };
 
-  loose = mkOption {
-    type = types.attrsOf types.anything;
-    default = { };
-  };
-  unitsOf =
-    section:
-    mkOption {
-      type = types.attrsOf (
-        types.submodule {
-          freeformType = types.attrsOf types.anything;
-          options.${section} = loose;
-        }
-      );
-      default = { };
-    };
-
-  nixosStandIns = {
-    options = {
-      assertions = mkOption {
-        type = types.listOf types.unspecified;
-        default = [ ];
-      };
-      users.users = loose;
-      users.groups = loose;
-      systemd.services = unitsOf "serviceConfig";
-      systemd.timers = unitsOf "timerConfig";
-      systemd.tmpfiles.rules = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-      };
-      services.prometheus.exporters.node = {
-        enable = mkOption {
-          type = types.bool;
-          default = false;
-        };
-        enabledCollectors = mkOption {
-          type = types.listOf types.str;
-          default = [ ];
-        };
-        extraFlags = mkOption {
-          type = types.listOf types.str;
-          default = [ ];
-        };
-      };
-      meta.maintainers = mkOption {
-        type = types.listOf types.anything;
-        default = [ ];
-      };
-    };
-  };
+  vmNode = (import ../../nix/tests/vm.nix { self = flake; } { }).nodes.machine;
 
   evaluated = lib.evalModules {
     specialArgs = { inherit pkgs; };
     modules = [
-      nixosStandIns
-      ../../nix/module.nix
-      (builtins.fromJSON configJson)
-    ];
+      (import ./nixos.nix { inherit lib pkgs; })
+      ./sops.nix
+    ]
+    ++ (
+      if vmTest then
+        [ vmNode ]
+      else
+        [
+          flake.nixosModules.default
+          (if configModule != null then configModule else builtins.fromJSON configJson)
+        ]
+    );
   };
   config = evaluated.config;
+  # The module's options as the NixOS manual lists them (types, defaults, descriptions).
+  optionDocs = map (option: {
+    inherit (option) name type description;
+    default = option.default.text or null;
+  }) (lib.filter (option: option.visible && !option.internal) (lib.optionAttrSetToDocList evaluated.options.services.mail-monitor));
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 
   # As nixpkgs' systemd-lib renders a section: lists as repeated keys, booleans as true/false.
-  renderValue = value: if builtins.isBool value then lib.boolToString value else toString value;
-  renderSection =
-    name: attrs:
-    "[${name}]\n"
-    + lib.concatStrings (
-      lib.mapAttrsToList (
-        key: value:
-        lib.concatMapStrings (item: "${key}=${renderValue item}\n") (
-          if builtins.isList value then value else [ value ]
-        )
-      ) (lib.filterAttrs (_: value: value != null && value != [ ]) attrs)
+  toOption =
+    value:
+    if value == true then
+      "true"
+    else if value == false then
+      "false"
+    else
+      toString value;
+  attrsToSection =
+    attrs:
+    lib.concatStrings (
+      lib.concatLists (
+        lib.mapAttrsToList (
+          name: value: map (item: "${name}=${toOption item}\n") (if builtins.isList value then value else [ value ])
+        ) attrs
+      )
     );
-
-  service = config.systemd.services.mail-monitor or null;
-  timer = config.systemd.timers.mail-monitor or null;
-  unitSection =
+  # The [Unit] keys NixOS derives from a unit's options.
+  unitConfig =
     unit:
-    {
+    lib.filterAttrs (_: value: value != "") {
       Description = unit.description;
+      Documentation = toString unit.documentation;
+      Wants = toString unit.wants;
+      After = toString unit.after;
+      Before = toString unit.before;
+      Requires = toString unit.requires;
     }
-    // lib.optionalAttrs (unit ? documentation) { Documentation = unit.documentation; }
-    // lib.optionalAttrs (unit ? wants) { Wants = unit.wants; }
-    // lib.optionalAttrs (unit ? after) { After = unit.after; };
+    // lib.optionalAttrs (!(unit.restartIfChanged or true)) { X-RestartIfChanged = false; }
+    // unit.unitConfig;
+  serviceText =
+    unit: "[Unit]\n" + attrsToSection (unitConfig unit) + "\n[Service]\n" + attrsToSection unit.serviceConfig;
+  timerText = unit: "[Unit]\n" + attrsToSection (unitConfig unit) + "\n[Timer]\n" + attrsToSection unit.timerConfig;
+
+  service = config.systemd.services.mail-monitor;
+  execStart = service.serviceConfig.ExecStart;
+  configArgument = lib.last (lib.splitString " " execStart);
+  node = config.services.prometheus.exporters.node;
 in
-{
-  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
-}
-// lib.optionalAttrs (service != null) {
-  serviceConfig = service.serviceConfig;
-  serviceUnit = renderSection "Unit" (unitSection service) + "\n" + renderSection "Service" service.serviceConfig;
-  timerConfig = timer.timerConfig;
-  timerUnit =
-    renderSection "Unit" (unitSection timer)
-    + "\n"
-    + renderSection "Timer" timer.timerConfig
-    + "\n"
-    + renderSection "Install" { WantedBy = timer.wantedBy; };
-  configFile =
-    let
-      execStart = service.serviceConfig.ExecStart;
-    in
-    lib.last (lib.splitString " " execStart);
-  settings = config.services.mail-monitor.settings;
-  tmpfiles = config.systemd.tmpfiles.rules;
-  nodeExporter = config.services.prometheus.exporters.node;
-  users = builtins.attrNames config.users.users;
-}
+if failedAssertions != [ ] then
+  {
+    inherit failedAssertions;
+    inherit (config) warnings;
+    settings = config.services.mail-monitor.settings or null;
+  }
+else
+  {
+    failedAssertions = [ ];
+    inherit (config) warnings;
+    inherit optionDocs;
+    serviceConfig = service.serviceConfig;
+    timerConfig = config.systemd.timers.mail-monitor.timerConfig;
+    serviceUnit = serviceText service;
+    timerUnit = timerText config.systemd.timers.mail-monitor;
+    timerWantedBy = config.systemd.timers.mail-monitor.wantedBy;
+    # The generated TOML (as JSON), or null when it comes from services.mail-monitor.configFile.
+    configFile = if lib.hasPrefix builtins.storeDir configArgument then configArgument else null;
+    settings = config.services.mail-monitor.settings;
+    tmpfiles = config.systemd.tmpfiles.rules;
+    users = lib.mapAttrs (_: user: { inherit (user) isSystemUser group; }) config.users.users;
+    groups = builtins.attrNames config.users.groups;
+    nodeExporterExecStart =
+      if node.enable then config.systemd.services.prometheus-node-exporter.serviceConfig.ExecStart else null;
+  }
