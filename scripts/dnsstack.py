@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack import DOMAIN, CertificateAuthority, MailStack, free_port, pid_alive, wait_for_exit, wait_for_port
+from mailstack import DOMAIN, CertificateAuthority, MailStack, free_port, wait_for_exit, wait_for_port
 
 AUTHSERV_ID = f"mx.{DOMAIN}"
 MAIL_HOST = f"mail.{DOMAIN}"
@@ -55,6 +55,7 @@ REVERSE_ZONE = "127.in-addr.arpa"
 SPF_INCLUDE = f"_spf.{DOMAIN}"
 # The one address every skip list names, so that no daemon skips loopback clients.
 NOBODY_IP = "192.0.2.255"
+STOP_GRACE_SECONDS = 1.0
 
 HEALTHY_SPF = f"v=spf1 include:{SPF_INCLUDE} mx -all"
 HEALTHY_SPF_INCLUDE = "v=spf1 ip4:127.0.0.1 -all"
@@ -430,11 +431,19 @@ class DnsWorld:
         """OpenDKIM signs with a new key; DNS keeps the old one unless ``publish``."""
         self.signing_key = DkimKey.generate()
         self._write_signing_key()
+        self._reload_opendkim()
+        if publish:
+            self.publish_dkim_key()
+
+    def _reload_opendkim(self) -> None:
+        """Restart OpenDKIM on the new key file.
+
+        SIGUSR1 would reload it too, but only at some later connection, which a test
+        cannot observe; a restart is done when it returns.
+        """
         if self._running("opendkim"):
             self._stop("opendkim")
             self._start_opendkim()
-        if publish:
-            self.publish_dkim_key()
 
     def publish_dkim_key(self) -> None:
         """Publish the key OpenDKIM signs with."""
@@ -603,20 +612,28 @@ class DnsWorld:
                               "-p", str(self.root / "nginx"), "-c", str(self.root / "nginx" / "nginx.conf")])
         self._wait_port("nginx", self.https_port)
 
-    def _stop(self, name: str) -> None:
-        proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        # Each daemon leads its own session: signal its process group (nginx's workers).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+    def _stop(self, *names: str) -> None:
+        """SIGTERM each daemon's process group, SIGKILL what is left after a grace period.
+
+        libmilter notices SIGTERM only at its next 5 s poll; the milters keep no state
+        worth that wait, so the grace period is short.
+        """
+        procs = [p for p in (self._procs.pop(n, None) for n in names) if p is not None and p.poll() is None]
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        stragglers = [p for p in self._group_members(proc.pid) if pid_alive(p)]
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        stragglers = [pid for proc in procs for pid in self._group_members(proc.pid)]
+        for pid in stragglers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         wait_for_exit(stragglers)
 
     @staticmethod
@@ -647,8 +664,7 @@ class DnsWorld:
          "opendmarc": self._start_opendmarc, "nginx": self._start_nginx}[name]()
 
     def stop(self) -> None:
-        for name in list(self._procs):
-            self._stop(name)
+        self._stop(*self._procs)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         out = []
