@@ -6,17 +6,20 @@ stopped by pid:
 
 - Knot DNS, authoritative for ``example.test`` (MX, A, SPF with an include, DKIM,
   DMARC, MTA-STS, TLS-RPT), the loopback reverse zone ``127.in-addr.arpa`` (PTR of
-  127.0.0.1) and a test DNSBL ``bl.test``. It listens on 127.0.0.1 at a high port
-  (point the monitor there: ``DnsWorld.resolver``) and on port 53 of a private
-  loopback address, for daemons whose resolver only reads ``/etc/resolv.conf``.
+  127.0.0.1) and a test DNSBL ``bl.test``, on 127.0.0.1 at a high port: point the
+  monitor there (``DnsWorld.resolver``, ``[monitor] resolver``). Every record has
+  TTL 0, so no resolver caches and a change shows on the next query.
 - OpenDKIM, one milter that signs what Postfix's submission services accept
   (milter macro ``{daemon_name}`` = ORIGINATING) and verifies what the stack's MX
   listener receives. Its libunbound resolver gets stub zones pointing at Knot.
 - postfix-policyd-spf-python on the MX listener, started through a launcher that
   points dnspython's default resolver at Knot; it writes SPF Authentication-Results.
-- OpenDMARC on the MX listener. libresolv and libspf2 read only /etc/resolv.conf on
-  port 53, so it runs in a private mount namespace (``unshare -m``, root) with a
-  resolv.conf bind-mounted over /etc/resolv.conf naming Knot's port-53 address.
+- OpenDMARC on the MX listener. libresolv and libspf2 ask only the servers of
+  /etc/resolv.conf, on port 53, so it runs on an island: its own network and mount
+  namespaces (``unshare``, needs root) where a second Knot serves the same zone
+  files on 127.0.0.1:53 and a resolv.conf naming it is bind-mounted over
+  /etc/resolv.conf. Postfix reaches it through a unix socket. Where namespaces are
+  not allowed (``DnsWorld.dmarc_enabled`` is False) OpenDMARC is left out.
 - nginx serving ``https://mta-sts.example.test:PORT/.well-known/mta-sts.txt`` with a
   certificate from the mail stack's CA.
 
@@ -36,9 +39,9 @@ import base64
 import contextlib
 import ipaddress
 import os
-import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -56,37 +59,39 @@ SPF_INCLUDE = f"_spf.{DOMAIN}"
 # The one address every skip list names, so that no daemon skips loopback clients.
 NOBODY_IP = "192.0.2.255"
 STOP_GRACE_SECONDS = 1.0
+UNIX_SOCKET_PATH_MAX = 107  # sun_path on Linux, less the terminating NUL
 
 HEALTHY_SPF = f"v=spf1 include:{SPF_INCLUDE} mx -all"
 HEALTHY_SPF_INCLUDE = "v=spf1 ip4:127.0.0.1 -all"
 HEALTHY_DMARC = f"v=DMARC1; p=reject; rua=mailto:dmarc-reports@{DOMAIN}"
 HEALTHY_TLS_RPT = f"v=TLSRPTv1; rua=mailto:tls-reports@{DOMAIN}"
 
+# One configuration per Knot instance (directory {run}); both serve the same zone files.
 KNOT_CONF = """\
 server:
-    rundir: "{root}/knot"
-    pidfile: "{root}/knot/knot.pid"
-    listen: [ 127.0.0.1@{port}, {ns_address}@53 ]
+    rundir: "{run}"
+    pidfile: "{run}/knot.pid"
+    listen: 127.0.0.1@{port}
     udp-workers: 1
     tcp-workers: 1
     background-workers: 1
 database:
-    storage: "{root}/knot/db"
+    storage: "{run}/db"
 control:
-    listen: "{root}/knot/knot.sock"
+    listen: "{run}/knot.sock"
 log:
-  - target: "{root}/knot/knot.log"
+  - target: "{run}/knot.log"
     any: info
 template:
   - id: default
-    storage: "{root}/knot/zones"
+    storage: "{zones}"
     file: "%s.zone"
     zonefile-sync: -1
     zonefile-load: whole
     journal-content: none
     semantic-checks: off
 zone:
-{zones}"""
+"""
 
 UNBOUND_CONF = """\
 server:
@@ -118,7 +123,8 @@ OPENDMARC_CONF = """\
 Syslog                  false
 Background              false
 PidFile                 {root}/opendmarc/opendmarc.pid
-Socket                  inet:{port}@127.0.0.1
+Socket                  local:{root}/opendmarc/opendmarc.sock
+UMask                   0000
 AuthservID              {authserv_id}
 TrustedAuthservIDs      {authserv_id}
 IgnoreHosts             {root}/opendmarc/ignore-hosts
@@ -205,6 +211,8 @@ mx_milters = {mx_milters}
 mx_relay_restrictions = reject_unauth_destination
 mx_recipient_restrictions = check_policy_service unix:private/policyd-spf
 policyd-spf_time_limit = 3600
+# The sending hop adds headers here on request (DnsWorld.forge_header): forgeries upstream.
+smtp_header_checks = regexp:{forge_file}
 """
 
 POSTFIX_MASTER_EXTRA = """\
@@ -227,12 +235,6 @@ def _can_unshare_mounts() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
-
-
-def _private_loopback_address() -> str:
-    """A 127.53.x.y address of its own, so Knot's port 53 clashes with nothing else."""
-    rng = random.SystemRandom()
-    return f"127.53.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
 
 
 def _txt(text: str) -> str:
@@ -309,10 +311,8 @@ class DnsWorld:
     root: Path
     ca: CertificateAuthority
     dns_port: int = field(default_factory=free_port)
-    ns_address: str = field(default_factory=_private_loopback_address)
     https_port: int = field(default_factory=free_port)
     dkim_port: int = field(default_factory=free_port)
-    dmarc_port: int = field(default_factory=free_port)
     mx_port: int = field(default_factory=free_port)
     selector: str = DKIM_SELECTOR
     stack: MailStack | None = None  # set by ``attach``
@@ -320,6 +320,9 @@ class DnsWorld:
     def __post_init__(self) -> None:
         # OpenDMARC only reads /etc/resolv.conf: without a mount namespace it cannot run here.
         self.dmarc_enabled = _can_unshare_mounts()
+        longest_socket = self.root / "knot-island" / "knot.sock"
+        if len(bytes(longest_socket)) > UNIX_SOCKET_PATH_MAX:
+            raise ValueError(f"{self.root} is too long for unix socket paths in it: use a shorter directory")
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self._serial = int(time.time())
@@ -450,6 +453,28 @@ class DnsWorld:
         self.dkim_key = self.signing_key
         self.set_records(f"{self.selector}._domainkey.{DOMAIN}", "TXT", self.dkim_key.record)
 
+    @property
+    def _forge_file(self) -> Path:
+        return self.root / "postfix-forge.regexp"
+
+    def forge_header(self, line: str | None) -> None:
+        """Make the sending hop add a header line, as a forger upstream would; None: stop.
+
+        E.g. ``forge_header("Authentication-Results: evil.test; dkim=pass")``.
+        """
+        self._write_forgeries(f"/^From:/ PREPEND {line}\n" if line else "")
+        if self.stack is not None:
+            # Postfix reads regexp tables when a process starts: have it start new ones.
+            # If Postfix is down (a fault test), its next start reads the file anyway.
+            subprocess.run(["postfix", "-c", str(self.stack.root / "postfix"), "reload"],
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    def _write_forgeries(self, rules: str) -> None:
+        tmp = self._forge_file.with_suffix(".tmp")
+        tmp.write_text(rules)
+        tmp.chmod(0o644)
+        tmp.replace(self._forge_file)
+
     def reset(self) -> None:
         """Back to the healthy world: daemons up, records, policy, DNS matching the signing key."""
         for name in self.daemons:
@@ -458,6 +483,8 @@ class DnsWorld:
         self.dkim_key = self.signing_key
         self._healthy_records()
         self._write_policy()
+        if self._forge_file.exists() and self._forge_file.stat().st_size:
+            self.forge_header(None)
         for origin in self.zones:
             self.reload(origin)
 
@@ -467,6 +494,8 @@ class DnsWorld:
         self._write_zone(self.zones[origin])
         if self._running("knot"):
             self._knotc("zone-reload", f"{origin}.")
+        if self._running("opendmarc"):
+            self._knotc("zone-reload", f"{origin}.", instance="knot-island")
 
     # -- files ---------------------------------------------------------------------
 
@@ -497,9 +526,11 @@ class DnsWorld:
         for sub in ("spf", "www", "www/.well-known"):
             (r / sub).chmod(0o755)
         zones = "".join(f"  - domain: {origin}.\n" for origin in self.zones)
-        (r / "knot" / "knot.conf").write_text(
-            KNOT_CONF.format(root=r, port=self.dns_port, ns_address=self.ns_address, zones=zones)
-        )
+        for instance, port in (("knot", self.dns_port), ("knot-island", 53)):
+            (r / instance / "db").mkdir(parents=True, exist_ok=True)
+            (r / instance / "knot.conf").write_text(
+                KNOT_CONF.format(run=r / instance, port=port, zones=r / "knot" / "zones") + zones
+            )
         for zone in self.zones.values():
             self._write_zone(zone)
         stubs = "".join(
@@ -514,12 +545,10 @@ class DnsWorld:
         self._write_signing_key()
         (r / "opendmarc" / "ignore-hosts").write_text(f"{NOBODY_IP}\n")
         (r / "opendmarc" / "opendmarc.conf").write_text(OPENDMARC_CONF.format(
-            root=r, port=self.dmarc_port, authserv_id=AUTHSERV_ID,
+            root=r, authserv_id=AUTHSERV_ID,
         ))
-        # Read by the namespaced OpenDMARC (libresolv, libspf2) in place of /etc/resolv.conf.
-        (r / "opendmarc" / "resolv.conf").write_text(
-            f"nameserver {self.ns_address}\noptions timeout:2 attempts:2\n"
-        )
+        # OpenDMARC's /etc/resolv.conf in its namespaces: the island's own Knot.
+        (r / "opendmarc" / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:2 attempts:2\n")
         conf = r / "spf" / "policyd-spf.conf"
         conf.write_text(POLICYD_SPF_CONF.format(nobody=NOBODY_IP, authserv_id=AUTHSERV_ID))
         conf.chmod(0o644)
@@ -531,14 +560,15 @@ class DnsWorld:
             root=r, port=self.https_port, host=MTA_STS_HOST, cert=self.https_cert, key=self.https_key,
         ))
         self._write_policy()
+        self._write_forgeries("")
 
     def attach(self, stack: MailStack) -> None:
         """Wire signing, the MX listener and its milters into the stack's Postfix."""
         milters = [f"inet:127.0.0.1:{self.dkim_port}"]
         if self.dmarc_enabled:
-            milters.append(f"inet:127.0.0.1:{self.dmarc_port}")
+            milters.append(f"unix:{self.root}/opendmarc/opendmarc.sock")
         params = {"dkim_port": self.dkim_port, "mx_milters": ", ".join(milters), "mx_port": self.mx_port,
-                  "launcher": self.root / "spf" / "policyd-spf"}
+                  "launcher": self.root / "spf" / "policyd-spf", "forge_file": self._forge_file}
         self.stack = stack
         stack.postfix_main_extra = POSTFIX_MAIN_EXTRA.format(**params)
         stack.postfix_master_extra = POSTFIX_MASTER_EXTRA.format(**params)
@@ -580,18 +610,20 @@ class DnsWorld:
         self._wait_port("knot", self.dns_port)
         self._knotc("zone-status")  # waits for the control socket: zones are loaded
 
-    def _knotc(self, *args: str) -> str:
+    def _knotc(self, *args: str, instance: str = "knot") -> str:
         deadline = time.monotonic() + 15
         while True:
             done = subprocess.run(
-                ["knotc", "-s", str(self.root / "knot" / "knot.sock"), "-b", "-t", "10", *args],
+                ["knotc", "-s", str(self.root / instance / "knot.sock"), "-b", "-t", "10", *args],
                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
             )
             if done.returncode == 0:
                 return done.stdout
-            if time.monotonic() > deadline or not self._running("knot"):
+            # The island's Knot lives and dies with OpenDMARC's namespaces.
+            owner = "knot" if instance == "knot" else "opendmarc"
+            if time.monotonic() > deadline or not self._running(owner):
                 raise RuntimeError(f"knotc {' '.join(args)} failed: {done.stdout}{done.stderr}\n"
-                                   f"{self.log_tail('knot')}")
+                                   f"{self.log_tail(instance)}")
             time.sleep(0.05)
 
     def _start_opendkim(self) -> None:
@@ -599,13 +631,38 @@ class DnsWorld:
         self._wait_port("opendkim", self.dkim_port)
 
     def _start_opendmarc(self) -> None:
-        resolv = self.root / "opendmarc" / "resolv.conf"
-        conf = self.root / "opendmarc" / "opendmarc.conf"
+        """OpenDMARC on an island: own network and mount namespaces with their own Knot.
+
+        libresolv (DMARC records) and libspf2 (its SPF check) ask only the servers in
+        /etc/resolv.conf, on port 53. On the island a second Knot serves the same zone
+        files on 127.0.0.1:53 and a resolv.conf naming it is bind-mounted over
+        /etc/resolv.conf; nothing of the host changes. Postfix reaches the milter
+        through its unix socket, Knot's control socket is a file too.
+        """
+        island = self.root / "knot-island"
+        script = (
+            'ip link set lo up && mount --bind "$1" /etc/resolv.conf && '
+            '{ knotd -c "$2" & } && exec opendmarc -f -c "$3"'
+        )
         self._spawn("opendmarc", [
-            "unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'mount --bind "$1" /etc/resolv.conf && exec opendmarc -f -c "$2"', "sh", str(resolv), str(conf),
+            "unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            str(self.root / "opendmarc" / "resolv.conf"), str(island / "knot.conf"),
+            str(self.root / "opendmarc" / "opendmarc.conf"),
         ])
-        self._wait_port("opendmarc", self.dmarc_port)
+        self._knotc("zone-status", instance="knot-island")
+        self._wait_unix_socket("opendmarc", self.root / "opendmarc" / "opendmarc.sock")
+
+    def _wait_unix_socket(self, name: str, path: Path, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_UNIX) as sock:
+                try:
+                    sock.connect(str(path))
+                    return
+                except OSError:
+                    if time.monotonic() > deadline or not self._running(name):
+                        raise RuntimeError(f"{name} did not start:\n{self.log_tail(name)}") from None
+            time.sleep(0.02)
 
     def _start_nginx(self) -> None:
         self._spawn("nginx", ["nginx", "-e", str(self.root / "nginx" / "error.log"),
@@ -667,10 +724,14 @@ class DnsWorld:
         self._stop(*self._procs)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
+        """The end of a daemon's output and of the logs in its directory."""
+        directory = self.root / name
+        paths = [self.root / f"{name}.out", *(sorted(directory.glob("*.log")) if directory.is_dir() else [])]
         out = []
-        for path in (self.root / f"{name}.out", self.root / name / f"{name}.log", self.root / name / "error.log"):
+        for path in paths:
             if path.exists():
-                out.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {path.relative_to(self.root)}\n" + "\n".join(text))
         return "\n".join(out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import shutil
 import smtplib
 import socket
 import ssl
@@ -286,8 +287,8 @@ def test_spf_without_the_ip_and_no_dmarc_show_in_the_receivers_verdicts(world: D
 
 
 @pytest.mark.dnsworld
-def test_stop_ends_every_process_of_the_world(tmp_path: Path) -> None:
-    root = Path(tempfile.mkdtemp(prefix="dnsworld-life-", dir=tmp_path))
+def test_stop_ends_every_process_of_the_world() -> None:
+    root = Path(tempfile.mkdtemp(prefix="dnsworld-life-"))  # short: unix socket paths live in it
     world = DnsWorld(root / "world", CertificateAuthority(root / "tls")).start()
     try:
         pids = world.pids()
@@ -295,9 +296,30 @@ def test_stop_ends_every_process_of_the_world(tmp_path: Path) -> None:
         assert [r.address for r in resolver_for(world).resolve(MAIL_HOST, "A")] == ["127.0.0.1"]
     finally:
         world.stop()
+        shutil.rmtree(root, ignore_errors=True)
     assert world.pids() == []
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     for port in (world.dns_port, world.https_port, world.dkim_port):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.dnsworld
+def test_a_forged_authentication_results_upstream_reaches_the_mailbox(world: DnsWorld) -> None:
+    world.forge_header("Authentication-Results: evil.test; dkim=pass header.d=example.test")
+    received = send_and_receive(world)
+    assert verdicts(received, "evil.test") == {"dkim": "pass"}
+    # Added before the receiving hop: below the receiver's own verdicts.
+    headers = [(k, " ".join(str(v).split())) for k, v in received.items()]
+    forged = headers.index(("Authentication-Results", "evil.test; dkim=pass header.d=example.test"))
+    ours = [i for i, (k, v) in enumerate(headers) if k == "Authentication-Results" and v.startswith(AUTHSERV_ID)]
+    assert ours and max(ours) < forged
+    world.forge_header(None)
+    assert verdicts(send_and_receive(world), "evil.test") == {}
+
+
+def test_a_directory_too_long_for_unix_sockets_is_refused_up_front(tmp_path: Path) -> None:
+    root = tmp_path / ("d" * 100)
+    with pytest.raises(ValueError, match="too long for unix socket paths"):
+        DnsWorld(root, CertificateAuthority(tmp_path / "tls"))
