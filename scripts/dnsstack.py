@@ -43,6 +43,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -753,5 +755,43 @@ def start_world(stack_root: Path, users: dict[str, str]) -> tuple[MailStack, Dns
 
 def missing_tools() -> list[str]:
     """Executables the world needs that are not installed."""
-    tools = ("knotd", "knotc", "opendkim", "opendmarc", "nginx", "unshare", "/usr/bin/policyd-spf")
+    tools = ("knotd", "knotc", "opendkim", "opendmarc", "nginx", "unshare", "ip", "/usr/bin/policyd-spf")
     return [t for t in tools if shutil.which(t) is None and not Path(t).exists()]
+
+
+def main() -> int:
+    """``scripts/dnsstack.py``: a mail stack with its DNS world, up until Ctrl-C."""
+    root = Path(tempfile.mkdtemp(prefix="dnsworld-"))
+    stack, world = start_world(root, {"monitor": "demo-password"})
+    password_file = root / "monitor.password"
+    password_file.write_text("demo-password\n")
+    password_file.chmod(0o600)
+    config = root / "mail-monitor.toml"
+    config.write_text(stack.config_toml("monitor", password_file))
+    print(f"mail stack with DNS world in {root}", file=sys.stderr)
+    print(f"  DNS (Knot) {world.resolver} ([monitor] resolver): kdig @127.0.0.1 -p {world.dns_port} {DOMAIN} TXT", file=sys.stderr)
+    print(f"  submission 127.0.0.1:{stack.submission_port}, MX listener {world.mx_port}, "
+          f"IMAPS {stack.imaps_port}", file=sys.stderr)
+    print(f"  MTA-STS {world.mta_sts_url} (resolve {MTA_STS_HOST} to 127.0.0.1, CA {stack.ca.ca_file})",
+          file=sys.stderr)
+    print(f"  config: {config}", file=sys.stderr)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        stack.stop()
+        world.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
