@@ -231,9 +231,10 @@ policyd-spf unix - n n - 0 spawn
 """
 
 
-def _can_unshare_mounts() -> bool:
+def _can_unshare() -> bool:
+    """Whether this process may make network and mount namespaces (root, not in a locked-down container)."""
     try:
-        done = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10)
+        done = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -320,8 +321,8 @@ class DnsWorld:
     stack: MailStack | None = None  # set by ``attach``
 
     def __post_init__(self) -> None:
-        # OpenDMARC only reads /etc/resolv.conf: without a mount namespace it cannot run here.
-        self.dmarc_enabled = _can_unshare_mounts()
+        # OpenDMARC only asks port 53 of /etc/resolv.conf: without namespaces it cannot run here.
+        self.dmarc_enabled = _can_unshare()
         longest_socket = self.root / "knot-island" / "knot.sock"
         if len(bytes(longest_socket)) > UNIX_SOCKET_PATH_MAX:
             raise ValueError(f"{self.root} is too long for unix socket paths in it: use a shorter directory")
@@ -769,7 +770,8 @@ def main() -> int:
     config = root / "mail-monitor.toml"
     config.write_text(stack.config_toml("monitor", password_file))
     print(f"mail stack with DNS world in {root}", file=sys.stderr)
-    print(f"  DNS (Knot) {world.resolver} ([monitor] resolver): kdig @127.0.0.1 -p {world.dns_port} {DOMAIN} TXT", file=sys.stderr)
+    print(f"  DNS (Knot) {world.resolver} ([monitor] resolver): "
+          f"kdig @127.0.0.1 -p {world.dns_port} {DOMAIN} TXT", file=sys.stderr)
     print(f"  submission 127.0.0.1:{stack.submission_port}, MX listener {world.mx_port}, "
           f"IMAPS {stack.imaps_port}", file=sys.stderr)
     print(f"  MTA-STS {world.mta_sts_url} (resolve {MTA_STS_HOST} to 127.0.0.1, CA {stack.ca.ca_file})",
