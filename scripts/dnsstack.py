@@ -31,6 +31,25 @@ client 127.0.0.1, which the healthy SPF record authorises; no daemon treats
 127.0.0.1 as internal (each skip list names only 192.0.2.255).
 
 Tests break the world through the methods of ``DnsWorld`` and heal it with ``reset()``.
+
+How a test uses it (fixtures in tests/conftest.py):
+
+- ``world`` (function scope) is the session's ``DnsWorld``, reset after the test;
+  ``dns_world`` is the same object without the reset; ``world.stack`` is its own
+  ``MailStack`` (not the plain ``stack`` fixture), ``world_secrets_dir`` holds the
+  password files of its accounts (``conftest.PASSWORDS``).
+- DNS: ``world.resolver`` ("127.0.0.1:PORT") for ``[monitor] resolver``; dnspython:
+  ``Resolver(configure=False)`` with ``nameservers=["127.0.0.1"]``, ``port=world.dns_port``.
+- MTA-STS: resolve ``mta-sts.example.test`` through that resolver (127.0.0.1) and
+  connect to ``world.https_port`` with SNI ``mta-sts.example.test``, trusting
+  ``world.stack.ca.ca_file``; ``world.mta_sts_url`` spells it as a URL.
+- Receiver verdicts: Authentication-Results with authserv-id ``AUTHSERV_ID``.
+- Breaking: ``set_records``/``remove_records``, ``set_spf``, ``set_dmarc``/``remove_dmarc``,
+  ``rotate_dkim_key`` (DNS keeps the old key), ``publish_dkim_key``,
+  ``set_mta_sts_policy(mx=...)``, ``list_ip``/``unlist_ip``, ``forge_header``,
+  ``stop_daemon``/``start_daemon``.
+
+The directory must be short: unix sockets live in it (``UNIX_SOCKET_PATH_MAX``).
 """
 
 from __future__ import annotations
