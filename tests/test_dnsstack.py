@@ -323,3 +323,16 @@ def test_a_directory_too_long_for_unix_sockets_is_refused_up_front(tmp_path: Pat
     root = tmp_path / ("d" * 100)
     with pytest.raises(ValueError, match="too long for unix socket paths"):
         DnsWorld(root, CertificateAuthority(tmp_path / "tls"))
+
+
+@pytest.mark.dnsworld
+def test_a_stopped_daemon_is_down_until_reset_brings_it_back(world: DnsWorld) -> None:
+    world.stop_daemon("nginx")
+    with pytest.raises(ConnectionRefusedError):
+        fetch_policy(world)
+    world.stop_daemon("knot")
+    with pytest.raises(ConnectionRefusedError):
+        dns.query.tcp(dns.message.make_query(MAIL_HOST, "A"), "127.0.0.1", port=world.dns_port, timeout=2)
+    world.reset()
+    assert fetch_policy(world)[0] == 200
+    assert [r.address for r in resolver_for(world).resolve(MAIL_HOST, "A")] == ["127.0.0.1"]
