@@ -349,6 +349,9 @@ class MailStack:
     submissions_port: int = field(default_factory=free_port)
     plain_port: int = field(default_factory=free_port)  # submission without TLS, for tls = "none"
     accounts: dict[str, Account] = field(default_factory=dict)
+    # Appended to main.cf / master.cf: milters and listeners of scripts/dnsstack.py.
+    postfix_main_extra: str = ""
+    postfix_master_extra: str = ""
 
     host = "localhost"
 
@@ -415,8 +418,12 @@ class MailStack:
         os.chown(mail, uid, gid)
         (self.root / "dovecot.conf").write_text(DOVECOT_CONF.format(**params))
         postfix = dict(params, lmtp_port=self.lmtp_target_port or self.lmtp_port)
-        (self.root / "postfix" / "main.cf").write_text(POSTFIX_MAIN_CF.format(**postfix))
-        (self.root / "postfix" / "master.cf").write_text(POSTFIX_MASTER_CF.format(**postfix))
+        (self.root / "postfix" / "main.cf").write_text(
+            POSTFIX_MAIN_CF.format(**postfix) + self.postfix_main_extra
+        )
+        (self.root / "postfix" / "master.cf").write_text(
+            POSTFIX_MASTER_CF.format(**postfix) + self.postfix_master_extra
+        )
         (self.root / "postfix" / "header_checks").write_text("/^Subject: \\[mail-monitor\\] held-/ HOLD\n")
         if not (self.root / "users").exists():
             self._write_users()

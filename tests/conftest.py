@@ -142,3 +142,47 @@ def subjects(stack: MailStack, user: str, folder: str = "INBOX") -> list[str]:
         return out
     finally:
         client.logout()
+
+
+# --- the DNS world (scripts/dnsstack.py): a second mail stack with Knot, OpenDKIM,
+# OpenDMARC, policyd-spf and nginx, for deliverability tests. Started once per session.
+
+from dnsstack import DnsWorld, missing_tools, start_world  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dns_world() -> Iterator[DnsWorld]:
+    """The world as started: break it only through ``world``, which heals it afterwards."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: run .ci/run (it installs Debian's packages)")
+    root = Path(tempfile.mkdtemp(prefix="dnsworld-test-"))
+    mail_stack, world = start_world(root, PASSWORDS)
+    try:
+        yield world
+    finally:
+        mail_stack.stop()
+        world.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def world(dns_world: DnsWorld) -> Iterator[DnsWorld]:
+    """The session's DNS world, healthy again (``reset()``) after the test."""
+    try:
+        yield dns_world
+    finally:
+        dns_world.reset()
+
+
+@pytest.fixture(scope="session")
+def world_secrets_dir(dns_world: DnsWorld) -> Path:
+    """Password files for the accounts of the world's mail stack (``dns_world.stack``)."""
+    assert dns_world.stack is not None
+    directory = dns_world.stack.root / "secrets"
+    directory.mkdir(exist_ok=True)
+    for user, password in PASSWORDS.items():
+        path = directory / user
+        path.write_text(password + "\n")
+        path.chmod(0o600)
+    return directory
