@@ -18,7 +18,6 @@ include and redirect and counts every DNS-querying term (RFC 7208 section 4.6.4)
 from __future__ import annotations
 
 import functools
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,10 +215,3 @@ def summary(record: str, limit: int = 5) -> str:
         head = "record has no all term (unmatched mail is neutral)"
     return f"{head} and lists {shown}" if shown else f"{head} and lists nothing else"
 
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
