@@ -36,7 +36,9 @@ def parse_received(value: str) -> Hop | None:
     if not match:
         return None
     helo, clause, by = match.group(1), match.group(2), match.group(3) or ""
-    for literal in _IP_LITERAL.findall(f"{helo} {clause}"):
+    # The address the receiver saw is in the TCP-info comment after the name the client gave;
+    # a bracketed HELO (``from [192.0.2.1]``) is only the client's claim, the last resort.
+    for literal in [*_IP_LITERAL.findall(clause), *_IP_LITERAL.findall(helo)]:
         try:
             ip = ipaddress.ip_address(literal)
         except ValueError:
