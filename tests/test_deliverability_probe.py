@@ -191,3 +191,13 @@ def test_required_method_with_no_verdict_at_all_fails_and_typos_are_refused() ->
 )
 def test_parse_received(header: str, hop: received.Hop | None) -> None:
     assert received.parse_received(header) == hop
+
+
+def test_one_good_signature_is_enough_when_another_breaks() -> None:
+    # A relay added a second signature whose key is not published: dkim still passes on ours.
+    twice = sign(sign(message(), KEY), new_key(), selector="gone", domain="relay.example")
+    auth = evaluate_probe(arrived(SMTP_HOP, signed=twice), resolver=zone(), trusted_authserv_ids=[MX])
+    assert [s.verdict for s in auth.dkim] == [Verdict.PERMERROR, Verdict.PASS]
+    dkim = ours(auth, "dkim")
+    assert dkim.verdict is Verdict.PASS and "d=relay.example s=gone: permerror" in dkim.detail
+    assert ours(auth, "dmarc").verdict is Verdict.PASS
