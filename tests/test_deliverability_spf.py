@@ -166,3 +166,10 @@ def test_summary_for_messages() -> None:
     assert redirected == "record redirects (redirect=_spf.example.net) and lists nothing else"
     many = spf.summary("v=spf1 " + " ".join(f"ip4:192.0.2.{n}" for n in range(8)) + " ~all", limit=3)
     assert many.endswith("and 5 more") and many.startswith("record ends in ~all")
+
+
+def test_evaluation_has_one_deadline() -> None:
+    resolver = includes(3)
+    result = spf.check_host("203.0.113.7", "example.org", resolver, timeout=0)
+    assert result.verdict is Verdict.TEMPERROR and "out of time" in result.explanation
+    assert resolver.queries == []

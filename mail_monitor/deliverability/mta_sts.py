@@ -128,6 +128,9 @@ class HttpsFetcher:
             raise FetchError(f"cannot read ca_file {self._ca_file}: {error}") from None
         connection = _PinnedConnection(host, self._port, address, context, self._timeout)
         try:
+            connection.connect()
+            if connection.sock is not None:  # connect and TLS came out of the same budget
+                connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             connection.request("GET", path, headers={"Accept": "text/plain", "User-Agent": "mail-monitor"})
             response = connection.getresponse()
             body = b""

@@ -18,6 +18,7 @@ include and redirect and counts every DNS-querying term (RFC 7208 section 4.6.4)
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,7 @@ def check_host(
         i=ip, s=sender, h=helo or (sender.rpartition("@")[2] if sender else ""), strict=True, querytime=timeout
     )
     query.resolver = resolver
+    query.deadline = time.monotonic() + timeout
     try:
         word, _code, explanation = query.check()
     except (pyspf.AmbiguityWarning, ValueError) as error:  # pyspf lets a few odd inputs escape
@@ -107,6 +109,7 @@ def _query_class() -> Any:
 
     class _ResolverQuery(pyspf.query):  # type: ignore[misc]
         resolver: Resolver
+        deadline: float
 
         def dns(self, name: str, qtype: str, cnames: object = None, ignore_void: bool = False) -> list[Any]:
             name = str(name).rstrip(".").lower()
@@ -116,6 +119,8 @@ def _query_class() -> Any:
             if key in self.cache:
                 result: list[Any] = self.cache[key]
             else:
+                if time.monotonic() > self.deadline:
+                    raise pyspf.TempError("SPF evaluation ran out of time")
                 result = self._lookup(name, qtype)
                 self.cache[key] = result
             if not result and not ignore_void:
