@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import email
+import functools
 
 import pytest
 from deliverability_helpers import message, new_key, sign
 
 from mail_monitor.deliverability import received
 from mail_monitor.deliverability.authresults import receiver_results
+from mail_monitor.deliverability.dmarc import public_suffix_org_domain
 from mail_monitor.deliverability.dns import StaticResolver
 from mail_monitor.deliverability.model import MethodResult, Source, Verdict
 from mail_monitor.deliverability.probe import ProbeAuth, evaluate_probe, judge
@@ -17,6 +19,7 @@ from mail_monitor.results import Outcome
 KEY = new_key()
 SENDER_IP = "203.0.113.7"
 MX = "mx.example.net"
+evaluate = functools.partial(evaluate_probe, org_domain=public_suffix_org_domain())  # one PSL load
 
 LMTP_HOP = f"Received: from {MX} ([127.0.0.1]) by {MX} (Dovecot) with LMTP id x; Mon, 1 Jan 2024 00:00:01 +0000\r\n"
 SMTP_HOP = (
@@ -58,23 +61,23 @@ def test_healthy_probe_passes_all_three() -> None:
 def test_spf_uses_the_trusted_hop_not_a_lower_or_loopback_one() -> None:
     # Only 192.0.2.66 (the hop below, written before the receiver) is authorised: SPF must fail.
     resolver = zone("v=spf1 ip4:192.0.2.66 ip4:127.0.0.1 -all")
-    auth = evaluate_probe(arrived(LMTP_HOP, SMTP_HOP, FORGED_HOP), resolver=resolver, trusted_authserv_ids=[MX])
+    auth = evaluate(arrived(LMTP_HOP, SMTP_HOP, FORGED_HOP), resolver=resolver, trusted_authserv_ids=[MX])
     assert ours(auth, "spf").verdict is Verdict.FAIL and SENDER_IP in ours(auth, "spf").detail
 
 
 def test_without_trusted_ids_the_topmost_non_loopback_hop_counts() -> None:
-    auth = evaluate_probe(arrived(LMTP_HOP, SMTP_HOP, FORGED_HOP), resolver=zone(), trusted_authserv_ids=[])
+    auth = evaluate(arrived(LMTP_HOP, SMTP_HOP, FORGED_HOP), resolver=zone(), trusted_authserv_ids=[])
     assert auth.hop is not None and auth.hop.ip == SENDER_IP
 
 
 def test_no_trusted_hop_means_spf_none_with_a_hint() -> None:
-    auth = evaluate_probe(arrived(FORGED_HOP), resolver=zone(), trusted_authserv_ids=[MX])
+    auth = evaluate(arrived(FORGED_HOP), resolver=zone(), trusted_authserv_ids=[MX])
     spf = ours(auth, "spf")
     assert spf.verdict is Verdict.NONE and "sending_ips" in spf.detail and auth.spf == ()
 
 
 def test_sending_ips_override_the_received_headers() -> None:
-    auth = evaluate_probe(
+    auth = evaluate(
         arrived(SMTP_HOP), resolver=zone(), trusted_authserv_ids=[MX], sending_ips=[SENDER_IP, "198.51.100.1"]
     )
     assert auth.hop is None and [r.ip for r in auth.spf] == [SENDER_IP, "198.51.100.1"]
@@ -87,7 +90,7 @@ def test_broken_dkim_key_fails_dkim_and_dmarc_when_spf_is_not_aligned() -> None:
     raw = ("Return-Path: <bounces@lists.example.net>\r\n" + SMTP_HOP).encode() + signed
     resolver = zone()
     resolver.records = {**resolver.records, ("lists.example.net", "TXT"): [f"v=spf1 ip4:{SENDER_IP} -all"]}
-    auth = evaluate_probe(raw, resolver=resolver, trusted_authserv_ids=[MX])
+    auth = evaluate(raw, resolver=resolver, trusted_authserv_ids=[MX])
     assert ours(auth, "spf").verdict is Verdict.PASS
     assert ours(auth, "dkim").verdict is Verdict.FAIL
     assert ours(auth, "dmarc").verdict is Verdict.FAIL and "p=reject" in ours(auth, "dmarc").detail
@@ -98,7 +101,7 @@ def test_broken_dkim_key_fails_dkim_and_dmarc_when_spf_is_not_aligned() -> None:
 
 def test_two_from_addresses_are_a_dmarc_permerror() -> None:
     raw = arrived(SMTP_HOP, signed=message(from_addr="a@example.org, b@example.net"))
-    auth = evaluate_probe(raw, resolver=zone(), trusted_authserv_ids=[MX])
+    auth = evaluate(raw, resolver=zone(), trusted_authserv_ids=[MX])
     assert ours(auth, "dmarc").verdict is Verdict.PERMERROR and "exactly one address" in ours(auth, "dmarc").detail
 
 
@@ -121,7 +124,7 @@ def test_receiver_results_only_from_trusted_authserv_ids() -> None:
 
 def test_forged_header_from_an_untrusted_id_changes_nothing() -> None:
     raw = arrived(FORGED_AR, SMTP_HOP)
-    auth = evaluate_probe(raw, resolver=zone(), trusted_authserv_ids=[MX])
+    auth = evaluate(raw, resolver=zone(), trusted_authserv_ids=[MX])
     assert all(r.source is Source.MONITOR for r in auth.results)
     assert all(c.outcome is Outcome.OK for c in judge(auth, ["spf", "dkim", "dmarc"]))
 
@@ -134,7 +137,7 @@ def test_topmost_trusted_header_wins_and_unknown_words_are_not_pass() -> None:
 
 
 def test_a_required_method_fails_when_the_trusted_receiver_disagrees() -> None:
-    auth = evaluate_probe(arrived(TRUSTED_AR, SMTP_HOP), resolver=zone(), trusted_authserv_ids=[MX])
+    auth = evaluate(arrived(TRUSTED_AR, SMTP_HOP), resolver=zone(), trusted_authserv_ids=[MX])
     assert ours(auth, "spf").verdict is Verdict.PASS
     assert [(r.source, r.verdict) for r in auth.verdicts("spf")] == [
         (Source.MONITOR, Verdict.PASS), (Source.RECEIVER, Verdict.SOFTFAIL)]
@@ -196,7 +199,7 @@ def test_parse_received(header: str, hop: received.Hop | None) -> None:
 def test_one_good_signature_is_enough_when_another_breaks() -> None:
     # A relay added a second signature whose key is not published: dkim still passes on ours.
     twice = sign(sign(message(), KEY), new_key(), selector="gone", domain="relay.example")
-    auth = evaluate_probe(arrived(SMTP_HOP, signed=twice), resolver=zone(), trusted_authserv_ids=[MX])
+    auth = evaluate(arrived(SMTP_HOP, signed=twice), resolver=zone(), trusted_authserv_ids=[MX])
     assert [s.verdict for s in auth.dkim] == [Verdict.PERMERROR, Verdict.PASS]
     dkim = ours(auth, "dkim")
     assert dkim.verdict is Verdict.PASS and "d=relay.example s=gone: permerror" in dkim.detail
