@@ -204,3 +204,19 @@ def test_one_good_signature_is_enough_when_another_breaks() -> None:
     dkim = ours(auth, "dkim")
     assert dkim.verdict is Verdict.PASS and "d=relay.example s=gone: permerror" in dkim.detail
     assert ours(auth, "dmarc").verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"", {"spf": "no Received header names", "dkim": "no DKIM-Signature", "dmarc": "carries 0"}),
+        (b"\x00\xff garbage", {"dkim": "permerror, message does not parse"}),
+        (b"DKIM-Signature: garbage\r\nFrom: a@example.org\r\n\r\n", {"dkim": "DKIM-Signature does not parse"}),
+        (b"Return-Path: <>\r\nReceived: from helo.example (x [192.0.2.1]) by mx\r\nFrom: a@example.org\r\n\r\n",
+         {"spf": "192.0.2.1 (from Received by mx) as postmaster@helo.example: helo.example publishes no SPF record"}),
+    ],
+)
+def test_odd_messages_give_verdicts_not_exceptions(raw: bytes, words: dict[str, str]) -> None:
+    auth = evaluate(raw, resolver=StaticResolver({}), trusted_authserv_ids=[])
+    for method, expected in words.items():
+        assert expected in ours(auth, method).detail

@@ -54,8 +54,8 @@ class DkimSignature:
     bits: int | None = None
 
     def describe(self) -> str:
-        head = f"d={self.domain} s={self.selector}"
-        return f"{head}: {self.verdict}" + (f", {self.reason}" if self.reason else "")
+        head = f"d={self.domain} s={self.selector}: " if self.domain else ""
+        return f"{head}{self.verdict}" + (f", {self.reason}" if self.reason else "")
 
 
 def key_name(domain: str, selector: str) -> str:

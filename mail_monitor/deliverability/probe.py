@@ -74,7 +74,7 @@ def evaluate_probe(
         dmarc_result = dmarc.DmarcEvaluation(Verdict.PERMERROR, "none", problem)
 
     ours = (
-        _spf_result(spf_results, spf_identity, hop, trusted_authserv_ids),
+        _spf_result(spf_results, ips, spf_identity, hop, trusted_authserv_ids),
         _dkim_result(signatures),
         MethodResult("dmarc", Source.MONITOR, dmarc_result.verdict, dmarc_result.detail),
     )
@@ -84,10 +84,14 @@ def evaluate_probe(
 
 
 def _spf_result(
-    results: Sequence[spf.SpfResult], identity: str, hop: received.Hop | None, trusted: Collection[str]
+    results: Sequence[spf.SpfResult],
+    ips: Sequence[str],
+    identity: str,
+    hop: received.Hop | None,
+    trusted: Collection[str],
 ) -> MethodResult:
     if not results:
-        if not identity:
+        if ips:
             why = "no Return-Path and no HELO name to check"
         elif trusted:
             why = f"no Received header by {', '.join(sorted(trusted))} names the connecting IP; set sending_ips"

@@ -93,6 +93,8 @@ def check_host(
     except (pyspf.AmbiguityWarning, ValueError) as error:  # pyspf lets a few odd inputs escape
         word, explanation = "permerror", str(error)
     verdict = Verdict.from_word(word) or Verdict.PERMERROR
+    if verdict is Verdict.NONE and not explanation:
+        explanation = f"{query.d} publishes no SPF record"
     return SpfResult(
         ip=ip,
         domain=str(query.d),
