@@ -133,3 +133,12 @@ def test_evaluate_temperror_and_no_record() -> None:
     assert temp.verdict is Verdict.TEMPERROR
     none = dmarc.evaluate("example.org", [_sig("example.org")], [], "", StaticResolver({}), ORG)
     assert none.verdict is Verdict.NONE
+
+
+def test_the_common_case_never_loads_the_public_suffix_list() -> None:
+    def unwanted(domain: str) -> str:
+        raise AssertionError(f"organisational domain of {domain} asked")
+
+    result = dmarc.evaluate("example.org", [_sig("example.org")], [_spf()], "example.org", _zone(), unwanted)
+    assert result.verdict is Verdict.PASS
+    assert dmarc.aligned("Example.org.", "example.org", "r", unwanted)

@@ -3,14 +3,16 @@
 The organisational domain (for relaxed alignment and for the policy fallback of a subdomain)
 comes from the Public Suffix List as packaged by ``publicsuffixlist``: the list ships inside the
 package and is read from disk, never fetched at run time; upgrading the package refreshes it.
-Loading it takes some tens of milliseconds, so build one :func:`public_suffix_org_domain` per
-run and pass it along.
+Parsing it costs about 60 ms of CPU, so :func:`public_suffix_org_domain` parses it on first
+use only, and the common case (the From domain signs, bounces and publishes its own policy)
+never needs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mail_monitor.deliverability.dkim import DkimSignature
 from mail_monitor.deliverability.dns import DnsError, DnsErrorKind, Resolver
@@ -24,14 +26,19 @@ POLICIES = ("none", "quarantine", "reject")
 
 
 def public_suffix_org_domain() -> OrgDomain:
-    """RFC 7489 section 3.2 with the packaged Public Suffix List (ICANN and private sections)."""
-    from publicsuffixlist import PublicSuffixList
+    """RFC 7489 section 3.2 with the packaged Public Suffix List (ICANN and private sections).
 
-    psl = PublicSuffixList()
+    The list is parsed on the first call of the returned function; keep one per run.
+    """
+    loaded: list[Any] = []
 
     def org_domain(domain: str) -> str:
+        if not loaded:
+            from publicsuffixlist import PublicSuffixList
+
+            loaded.append(PublicSuffixList())
         domain = domain.rstrip(".").lower()
-        return psl.privatesuffix(domain) or domain
+        return str(loaded[0].privatesuffix(domain) or domain)
 
     return org_domain
 
@@ -128,34 +135,38 @@ def find_policy(domain: str, resolver: Resolver, org_domain: OrgDomain) -> Polic
     """The record at ``_dmarc.DOMAIN``, else at ``_dmarc.`` of the organisational domain."""
     domain = domain.rstrip(".").lower()
     names = [f"_dmarc.{domain}"]
-    organisational = org_domain(domain)
-    if organisational != domain:
-        names.append(f"_dmarc.{organisational}")
-    for name in names:
-        try:
-            txts = resolver.txt(name)
-        except DnsError as error:
-            if error.kind is DnsErrorKind.TEMPFAIL:
-                return PolicyLookup(domain, name, None, Verdict.TEMPERROR, f"lookup of {name} failed: {error.reason}")
-            continue
-        found = [t.decode("utf-8", "replace") for t in txts if t.lower().replace(b" ", b"").startswith(b"v=dmarc1")]
-        if not found:
-            continue
-        if len(found) > 1:
-            problem = f"{len(found)} DMARC records at {name}; receivers then apply none: publish exactly one"
-            return PolicyLookup(domain, name, None, Verdict.PERMERROR, problem)
-        try:
-            record = parse_record(found[0])
-        except ValueError as error:
-            return PolicyLookup(domain, name, None, Verdict.PERMERROR, f"DMARC record at {name} is invalid: {error}")
-        return PolicyLookup(domain, name, record, Verdict.PASS)
-    return PolicyLookup(domain, names[0], None, Verdict.NONE, f"no DMARC record at {' or '.join(names)}")
+    found = _policy_at(domain, names[0], resolver)
+    if found is None and (organisational := org_domain(domain)) != domain:
+        names.append(f"_dmarc.{organisational}")  # RFC 7489 section 6.6.3: the fallback
+        found = _policy_at(domain, names[1], resolver)
+    return found or PolicyLookup(domain, names[0], None, Verdict.NONE, f"no DMARC record at {' or '.join(names)}")
+
+
+def _policy_at(domain: str, name: str, resolver: Resolver) -> PolicyLookup | None:
+    """The policy published at one name; None when there is no DMARC record there."""
+    try:
+        txts = resolver.txt(name)
+    except DnsError as error:
+        if error.kind is DnsErrorKind.TEMPFAIL:
+            return PolicyLookup(domain, name, None, Verdict.TEMPERROR, f"lookup of {name} failed: {error.reason}")
+        return None
+    found = [t.decode("utf-8", "replace") for t in txts if t.lower().replace(b" ", b"").startswith(b"v=dmarc1")]
+    if not found:
+        return None
+    if len(found) > 1:
+        problem = f"{len(found)} DMARC records at {name}; receivers then apply none: publish exactly one"
+        return PolicyLookup(domain, name, None, Verdict.PERMERROR, problem)
+    try:
+        record = parse_record(found[0])
+    except ValueError as error:
+        return PolicyLookup(domain, name, None, Verdict.PERMERROR, f"DMARC record at {name} is invalid: {error}")
+    return PolicyLookup(domain, name, record, Verdict.PASS)
 
 
 def aligned(identifier: str, from_domain: str, mode: str, org_domain: OrgDomain) -> bool:
     """RFC 7489 section 3.1: strict needs the same domain, relaxed the same organisational domain."""
     identifier, from_domain = identifier.rstrip(".").lower(), from_domain.rstrip(".").lower()
-    if mode == "s":
+    if mode == "s" or identifier == from_domain:
         return identifier == from_domain
     return org_domain(identifier) == org_domain(from_domain)
 
