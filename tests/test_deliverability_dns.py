@@ -156,3 +156,17 @@ def test_dnspython_bad_name_is_nxdomain(odd_server: str) -> None:
     with pytest.raises(DnsError) as error:
         DnspythonResolver(odd_server, timeout=0.5).a("x" * 64 + ".test")
     assert error.value.kind is DnsErrorKind.NXDOMAIN
+
+
+def test_caching_resolver_asks_each_question_once_errors_included() -> None:
+    from mail_monitor.deliverability.dns import CachingResolver
+
+    inner = StaticResolver({("example.org", "MX"): [(10, "mail.example.org")]}, frozenset({"flaky.example"}))
+    cached = CachingResolver(inner)
+    for _ in range(3):
+        assert cached.mx("example.org") == cached.mx("EXAMPLE.org.") == (MxRecord(10, "mail.example.org"),)
+        for name, kind in (("nope.example", DnsErrorKind.NXDOMAIN), ("flaky.example", DnsErrorKind.TEMPFAIL)):
+            with pytest.raises(DnsError) as error:
+                cached.txt(name)
+            assert error.value.kind is kind
+    assert sorted(inner.queries) == [("example.org", "MX"), ("flaky.example", "TXT"), ("nope.example", "TXT")]

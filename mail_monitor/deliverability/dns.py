@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -171,6 +171,43 @@ class DnspythonResolver:
 
     def ptr(self, name: str) -> tuple[str, ...]:
         return tuple(_name(r.target.to_text()) for r in self._query(name, "PTR"))
+
+
+class CachingResolver:
+    """Answers each question once: checks of one run that ask the same (MX for ``mx`` and
+    ``mta_sts``, the SPF record for every sending IP) share the answer. Make one per run; it
+    keeps no TTLs. Errors are remembered too, a TEMPFAIL included: a run does not retry."""
+
+    def __init__(self, inner: Resolver) -> None:
+        self._inner = inner
+        self._memo: dict[tuple[str, str], tuple[Any, ...] | DnsError] = {}
+
+    def _ask(self, rdtype: str, name: str, lookup: Callable[[str], tuple[Any, ...]]) -> tuple[Any, ...]:
+        key = (_name(name), rdtype)
+        if key not in self._memo:
+            try:
+                self._memo[key] = lookup(name)
+            except DnsError as error:
+                self._memo[key] = error
+        answer = self._memo[key]
+        if isinstance(answer, DnsError):
+            raise DnsError(answer.kind, answer.name, answer.rdtype, answer.reason)  # a fresh traceback each time
+        return answer
+
+    def txt(self, name: str) -> tuple[bytes, ...]:
+        return self._ask("TXT", name, self._inner.txt)
+
+    def mx(self, name: str) -> tuple[MxRecord, ...]:
+        return self._ask("MX", name, self._inner.mx)
+
+    def a(self, name: str) -> tuple[str, ...]:
+        return self._ask("A", name, self._inner.a)
+
+    def aaaa(self, name: str) -> tuple[str, ...]:
+        return self._ask("AAAA", name, self._inner.aaaa)
+
+    def ptr(self, name: str) -> tuple[str, ...]:
+        return self._ask("PTR", name, self._inner.ptr)
 
 
 @dataclass
