@@ -52,7 +52,7 @@ def test_healthy_probe_passes_all_three() -> None:
     auth = evaluate_probe(arrived(LMTP_HOP, SMTP_HOP, FORGED_HOP), resolver=zone(), trusted_authserv_ids=[MX])
     assert [(r.method, r.verdict) for r in auth.results] == [
         ("spf", Verdict.PASS), ("dkim", Verdict.PASS), ("dmarc", Verdict.PASS)]
-    assert auth.hop == received.Hop("mail.example.org", SENDER_IP, MX)
+    assert auth.hop == received.Hop("mail.example.org", SENDER_IP, MX, "ESMTPS")
     assert auth.from_domain == "example.org" and auth.mail_from == "monitor@example.org"
     assert "d=example.org s=mail" in ours(auth, "dkim").detail
     assert [c.outcome for c in judge(auth, ["spf", "dkim", "dmarc"])] == [Outcome.OK] * 3
@@ -181,12 +181,12 @@ def test_required_method_with_no_verdict_at_all_fails_and_typos_are_refused() ->
     ("header", "hop"),
     [
         ("from mail.example.org (mail.example.org [203.0.113.7]) by mx.example.net with ESMTPS; Mon, 1 Jan 2024",
-         received.Hop("mail.example.org", "203.0.113.7", "mx.example.net")),
+         received.Hop("mail.example.org", "203.0.113.7", "mx.example.net", "ESMTPS")),
         ("from mail.example.org (mail.example.org. [2001:db8::7])\r\n\tby mx.google.com with ESMTPS id x; Mon",
-         received.Hop("mail.example.org", "2001:db8::7", "mx.google.com")),
+         received.Hop("mail.example.org", "2001:db8::7", "mx.google.com", "ESMTPS")),
         ("from [192.0.2.1] (unknown [IPv6:2001:db8::9]) by mail.example.org (Postfix) with ESMTPSA; x",
-         received.Hop("192.0.2.1", "2001:db8::9", "mail.example.org")),  # the HELO literal is only a claim
-        ("from [192.0.2.1] by mail.example.org (Postfix) with ESMTP; x",
+         received.Hop("192.0.2.1", "2001:db8::9", "mail.example.org", "ESMTPSA")),  # the HELO literal is a claim
+        ("from [192.0.2.1] by mail.example.org (Postfix); x",
          received.Hop("192.0.2.1", "192.0.2.1", "mail.example.org")),
         ("by 2002:a05:6000:1:b0:1:2:3 with SMTP id x; Mon, 1 Jan 2024", None),
         ("from localhost by mail.example.org with LMTP; Mon", None),
@@ -220,3 +220,16 @@ def test_odd_messages_give_verdicts_not_exceptions(raw: bytes, words: dict[str, 
     auth = evaluate(raw, resolver=StaticResolver({}), trusted_authserv_ids=[])
     for method, expected in words.items():
         assert expected in ours(auth, method).detail
+
+
+def test_a_logged_in_submission_is_not_judged_by_spf() -> None:
+    submitted = (
+        "Received: from laptop (unknown [198.51.100.20])\r\n\tby mail.example.org (Postfix) with ESMTPSA id X;"
+        " Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    )
+    assert received.parse_received(submitted.partition(": ")[2]) == received.Hop(
+        "laptop", "198.51.100.20", "mail.example.org", "ESMTPSA")
+    auth = evaluate(arrived(LMTP_HOP, submitted), resolver=zone(), trusted_authserv_ids=["mail.example.org"])
+    spf = ours(auth, "spf")
+    assert spf.verdict is Verdict.NONE and "logged-in client (198.51.100.20, with ESMTPSA)" in spf.detail
+    assert auth.spf == ()

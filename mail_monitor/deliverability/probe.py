@@ -61,7 +61,7 @@ def evaluate_probe(
     signatures = dkim.verify_signatures(raw_message, resolver)
 
     hop = None if sending_ips else received.connecting_hop(message, trusted_authserv_ids)
-    ips = list(sending_ips) if sending_ips else ([hop.ip] if hop else [])
+    ips = list(sending_ips) if sending_ips else ([hop.ip] if hop and not hop.authenticated else [])
     helo = hop.helo if hop else ""
     spf_identity = mail_from or (f"postmaster@{helo}" if helo else "")
     spf_results = tuple(spf.check_host(ip, spf_identity, resolver, helo=helo) for ip in ips) if spf_identity else ()
@@ -93,6 +93,11 @@ def _spf_result(
     if not results:
         if ips:
             why = "no Return-Path and no HELO name to check"
+        elif hop is not None:
+            why = (
+                f"the probe was submitted to {hop.by} by a logged-in client ({hop.ip}, with {hop.protocol}), "
+                "not relayed to it: SPF does not apply; set sending_ips"
+            )
         elif trusted:
             why = f"no Received header by {', '.join(sorted(trusted))} names the connecting IP; set sending_ips"
         else:

@@ -7,7 +7,8 @@ host is one of them (a route's ``trusted_authserv_ids``: receivers name themselv
 in both headers, e.g. ``mx.google.com``). Headers below that one were written by earlier hops or
 by the sender and prove nothing; headers above it record hops inside the receiving site (LMTP,
 content filters on 127.0.0.1). With trusted hosts and no header matching, there is no answer:
-better "cannot tell" than SPF judged on the wrong address.
+better "cannot tell" than SPF judged on the wrong address. A hop recorded ``with ESMTPSA`` is
+a logged-in submission, which receivers do not judge by SPF; :attr:`Hop.authenticated` says so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 _IP_LITERAL = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
 _FROM = re.compile(r"^\s*from\s+(\S+)(.*?)(?:\bby\s+([^\s;()]+)|$)", re.IGNORECASE | re.DOTALL)
+_WITH = re.compile(r"\bwith\s+([A-Za-z0-9-]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ class Hop:
     helo: str  # the name the client gave (first word of the from clause)
     ip: str
     by: str  # the host that wrote the header
+    protocol: str = ""  # the "with" keyword: ESMTPS, ESMTPSA, LMTP, ... (RFC 3848)
+
+    @property
+    def authenticated(self) -> bool:
+        """A logged-in submission (``with ESMTPSA``): receivers do not judge SPF on those."""
+        return self.protocol.endswith("A") and "SMTP" in self.protocol
 
 
 def parse_received(value: str) -> Hop | None:
@@ -43,7 +51,13 @@ def parse_received(value: str) -> Hop | None:
             ip = ipaddress.ip_address(literal)
         except ValueError:
             continue
-        return Hop(helo=helo.strip("[]").lower(), ip=str(ip), by=by.rstrip(".").lower())
+        protocol = _WITH.search(text[match.end(2) :])
+        return Hop(
+            helo=helo.strip("[]").lower(),
+            ip=str(ip),
+            by=by.rstrip(".").lower(),
+            protocol=protocol.group(1).upper() if protocol else "",
+        )
     return None
 
 
