@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,10 @@ def test_caching_resolver_asks_each_question_once_errors_included() -> None:
                 cached.txt(name)
             assert error.value.kind is kind
     assert sorted(inner.queries) == [("example.org", "MX"), ("flaky.example", "TXT"), ("nope.example", "TXT")]
+
+
+def test_no_system_resolver_is_a_tempfail_per_query_not_a_crash(tmp_path: Path) -> None:
+    resolver = DnspythonResolver(resolv_conf=str(tmp_path / "missing-resolv.conf"))
+    with pytest.raises(DnsError) as error:
+        resolver.a("example.org")
+    assert error.value.kind is DnsErrorKind.TEMPFAIL and "no DNS resolver configured" in error.value.reason

@@ -124,11 +124,18 @@ class DnspythonResolver:
     ``timeout`` bounds one query including dnspython's retries (its ``lifetime``).
     """
 
-    def __init__(self, server: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, server: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, resolv_conf: str = "/etc/resolv.conf"
+    ) -> None:
         import dns.resolver
 
+        self._problem = ""
         if server is None:
-            self._resolver = dns.resolver.Resolver(configure=True)
+            try:
+                self._resolver = dns.resolver.Resolver(resolv_conf, configure=True)
+            except dns.resolver.NoResolverConfiguration as error:  # no /etc/resolv.conf: every query fails
+                self._resolver = dns.resolver.Resolver(configure=False)
+                self._problem = f"no DNS resolver configured ({error})"
         else:
             address, port = parse_server(server)
             self._resolver = dns.resolver.Resolver(configure=False)
@@ -143,6 +150,8 @@ class DnspythonResolver:
         import dns.name
         import dns.resolver
 
+        if self._problem:
+            raise DnsError(DnsErrorKind.TEMPFAIL, name, rdtype, self._problem)
         try:
             answer = self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:
