@@ -24,8 +24,13 @@ python3Packages.buildPythonApplication {
   build-system = [ python3Packages.hatchling ];
 
   dependencies = with python3Packages; [
+    authres
+    dkimpy
+    dnspython
     imapclient
     prometheus-client
+    publicsuffixlist
+    pyspf
     requests
     tomli-w
   ];
