@@ -15,7 +15,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
-from mail_monitor.results import CheckResult, Collection, Outcome, PendingProbe, RunResult, Subject, Submission
+from mail_monitor.results import (
+    CheckResult,
+    Collection,
+    Outcome,
+    PendingProbe,
+    RunResult,
+    Subject,
+    Submission,
+    detail_to_json,
+)
 from mail_monitor.state import Alert, CheckState, Incident, State
 
 # Async probes are looked for this long (a lost one too: found later, it counts as late),
@@ -100,6 +109,7 @@ def _update_checks(state: State, result: RunResult, now: float) -> None:
         current.outcome = check.outcome
         current.checked_at = check.checked_at if check.checked_at is not None else now
         current.message = check.message
+        current.detail = detail_to_json(check.detail) if check.detail is not None else None
         if ok:
             current.consecutive_failures = 0
             current.last_success = now

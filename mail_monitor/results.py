@@ -8,10 +8,13 @@ typed *details* (an :class:`Arrival` for ``receive``, a :class:`TlsReport` for
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import types
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 class Status(enum.IntEnum):
@@ -195,6 +198,47 @@ class TlsReport:
 
 Detail = Handshake | Submission | Arrival | Collection | CleanupReport | TlsReport
 D = TypeVar("D", Handshake, Submission, Arrival, Collection, CleanupReport, TlsReport)
+DETAIL_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Detail)}
+
+
+def detail_to_json(detail: Detail) -> dict[str, Any]:
+    """A detail as plain data, tagged with its type, for the state file (carried results keep it)."""
+    return {"type": type(detail).__name__, **dataclasses.asdict(detail)}
+
+
+def detail_from_json(data: object) -> Detail | None:
+    """The detail :func:`detail_to_json` wrote; None for anything this version does not know."""
+    if not isinstance(data, dict) or data.get("type") not in DETAIL_TYPES:
+        return None
+    try:
+        value = _build(DETAIL_TYPES[data["type"]], data)
+    except (TypeError, ValueError, KeyError, AttributeError):  # damaged by hand, or another shape
+        return None
+    return value  # type: ignore[no-any-return]
+
+
+def _build(kind: Any, value: Any) -> Any:
+    """Rebuild typed data from JSON by the type hints: dataclasses, tuples, optionals, enums."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = typing.get_type_hints(kind)
+        names = {f.name for f in dataclasses.fields(kind) if f.init}
+        return kind(**{k: _build(hints[k], v) for k, v in value.items() if k in names})
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        return _build(options[0], value) if len(options) == 1 else value
+    if origin is tuple:
+        args = typing.get_args(kind)
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else Any
+        return tuple(_build(item, v) for v in value)
+    if origin is dict:
+        _, item = typing.get_args(kind)
+        return {k: _build(item, v) for k, v in value.items()}
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(value)
+    return value
 
 
 # --------------------------------------------------------------------------- results

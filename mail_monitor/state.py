@@ -21,7 +21,15 @@ from typing import Any
 
 from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
-from mail_monitor.results import CheckResult, History, Outcome, PendingProbe, Status, Subject
+from mail_monitor.results import (
+    CheckResult,
+    History,
+    Outcome,
+    PendingProbe,
+    Status,
+    Subject,
+    detail_from_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ class CheckState:
     failures_total: int = 0
     checked_at: float | None = None  # when it last ran (carried results keep their age)
     message: str = ""  # the last message, for carrying it to runs where the check is not due
+    detail: dict[str, Any] | None = None  # the last detail (detail_to_json), carried with it
 
     @property
     def ok(self) -> bool:
@@ -125,7 +134,8 @@ class State:
         for subject_text, checks in self.checks.items():
             subject = Subject.parse(subject_text)
             for name, check in checks.items():
-                result = CheckResult(subject, name, check.outcome, None, check.message, None, check.checked_at)
+                result = CheckResult(subject, name, check.outcome, None, check.message,
+                                     detail_from_json(check.detail), check.checked_at)
                 results[result.key] = result
         return results
 

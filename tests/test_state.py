@@ -146,3 +146,20 @@ def test_the_queue_is_trimmed_reminders_first_then_oldest() -> None:
     assert state.queue[-1] is not None and state.queue[-1].kind == "failure" and state.queue[-1].created == 10.0
     assert "1" not in [a.id for a in state.queue]  # the oldest reminder went
     assert [a.id for a in state.queue][:2] == ["0", "2"]  # the oldest failures stayed
+
+
+def test_details_survive_the_state_file_so_carried_results_keep_them() -> None:
+    from mail_monitor.results import Certificate, Collection, PendingProbe, TlsReport, detail_from_json
+
+    domain = Subject.domain("example.org")
+    tls = TlsReport((Certificate("mx:993", 2e9, "CN=mx", "CN=ca", "TLSv1.3"),))
+    collection = Collection(found=(PendingProbe("t1", 5.0),), lost=(PendingProbe("t2", 1.0, True),), pending=2)
+    run = RunResult(1.0, 1.0, (CheckResult(domain, "tls", Outcome.OK, 0.1, "fine", tls, checked_at=100.0),
+                               CheckResult(domain, "collect", Outcome.FAILED, 0.1, "lost", collection,
+                                           checked_at=100.0)), "mx")
+    state, _ = evaluate(State(), run, AlertPolicy(), 101.0)
+    again = State.from_json(state.to_json()).last_results()
+    assert again["domain:example.org/tls"].detail == tls
+    assert again["domain:example.org/collect"].detail == collection
+    assert detail_from_json({"type": "SomethingNewer", "x": 1}) is None  # from a newer version: dropped
+    assert detail_from_json({"type": "TlsReport", "certificates": "garbage"}) is None
