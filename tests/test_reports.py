@@ -1,0 +1,387 @@
+"""Report parsing, hostile input and the counters, on generated report mails (no network)."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import tracemalloc
+
+import pytest
+from report_samples import (
+    ENTITY_BOMB,
+    EXTERNAL_ENTITY,
+    Aggregate,
+    Row,
+    encrypted_zip,
+    gz,
+    gzip_bomb,
+    report_mail,
+    tlsrpt_json,
+    zip_bomb,
+    zipped,
+)
+
+from mail_monitor.reports import (
+    DmarcCounts,
+    DmarcKey,
+    DmarcReport,
+    InvalidReport,
+    Limits,
+    TlsKey,
+    TlsReport,
+    add_dmarc,
+    compliance_warnings,
+    deduplicate,
+    dmarc_increments,
+    parse_message,
+    tls_increments,
+)
+
+GOOGLE = Aggregate("google.com", "1700000000123", (
+    Row("203.0.113.5", 10),
+    Row("203.0.113.5", 3, disposition="quarantine", dkim_eval="fail", spf_eval="fail",
+        dkim=(("example.test", "fail"),), spf=(("example.test", "softfail"),)),
+    # Passing for a foreign domain, so not aligned: pass counters only.
+    Row("198.51.100.9", 2, disposition="reject", dkim_eval="fail", spf_eval="fail",
+        dkim=(("spoof.example", "pass"),), spf=(("spoof.example", "pass"),)),
+    # The receiver's verdict says DKIM passed aligned, but the *first* signature failed:
+    # dmarc-metrics-exporter then counts dkim_aligned without dkim_pass, and not compliant.
+    Row("203.0.113.7", 4, spf_eval="fail", dkim=(("example.test", "fail"), ("example.test", "pass")),
+        spf=(("bounce.example.test", "pass"),)),
+))
+MICROSOFT = Aggregate("Outlook.com", "a1b2c3d4e5f6", (
+    Row("203.0.113.5", 7),
+    Row("203.0.113.6", 1, dkim_eval="fail", dkim=()),
+), namespaced=True)
+YAHOO = Aggregate("Yahoo", "1700001111.4242", (Row("2001:db8::25", 5),))
+
+
+def google_mail() -> bytes:
+    return report_mail(zipped(GOOGLE.xml(), "google.com!example.test!1700000000!1700086399.xml"),
+                       "google.com!example.test!1700000000!1700086399.zip", "application/zip")
+
+
+def microsoft_mail() -> bytes:
+    return report_mail(gz(MICROSOFT.xml()), "enterprise.protection.outlook.com!example.test!1700000000.xml.gz",
+                       "application/gzip", reporter="microsoft.com")
+
+
+def yahoo_mail() -> bytes:
+    return report_mail(YAHOO.xml(), "yahoo.com!example.test!1700000000!1700086399.xml", "text/xml",
+                       reporter="yahoo.com")
+
+
+def tls_mail() -> bytes:
+    return report_mail(gz(tlsrpt_json("google.com", "2023-11-14T00:00:00Z_example.test", [("example.test", 100, 2)])),
+                       "google.com!example.test!1699920000!1700006399!001.json.gz", "application/tlsrpt+gzip")
+
+
+def only(raw: bytes, limits: Limits | None = None) -> DmarcReport:
+    reports = parse_message(raw, limits)
+    assert len(reports) == 1
+    report = reports[0]
+    assert isinstance(report, DmarcReport)
+    return report
+
+
+def refused(raw: bytes, limits: Limits | None = None) -> str:
+    with pytest.raises(InvalidReport) as caught:
+        parse_message(raw, limits)
+    return caught.value.reason
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def test_zip_report_is_read_field_by_field() -> None:
+    report = only(google_mail())
+    assert report.reporter == "google.com"
+    assert report.report_id == "1700000000123"
+    assert report.email == "noreply-dmarc@google.com"
+    assert report.begin == datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC)
+    assert report.end == datetime.datetime.fromtimestamp(1_700_086_399, datetime.UTC)
+    assert (report.policy.domain, report.policy.p, report.policy.sp, report.policy.pct) == (
+        "example.test", "reject", "reject", 100)
+    assert [r.count for r in report.records] == [10, 3, 2, 4]
+    second = report.records[1]
+    assert (second.source_ip, second.disposition, second.dkim_evaluated, second.spf_evaluated) == (
+        "203.0.113.5", "quarantine", "fail", "fail")
+    assert second.header_from == "example.test"
+    assert second.dkim[0].selector == "mail" and second.dkim[0].result == "fail"
+    assert second.spf[0].scope == "mfrom" and second.spf[0].result == "softfail"
+    assert [a.domain for a in report.records[3].dkim] == ["example.test", "example.test"]
+
+
+def test_gzip_with_namespace_and_plain_xml_are_read() -> None:
+    microsoft = only(microsoft_mail())
+    assert microsoft.reporter == "Outlook.com" and len(microsoft.records) == 2
+    assert microsoft.records[1].dkim == ()
+    yahoo = only(yahoo_mail())
+    assert yahoo.records[0].source_ip == "2001:db8::25"
+
+
+def test_octet_stream_is_accepted_by_file_name_only() -> None:
+    named = report_mail(zipped(YAHOO.xml()), "yahoo.com!example.test.zip", "application/octet-stream")
+    assert only(named).reporter == "Yahoo"
+    unnamed = report_mail(zipped(YAHOO.xml()), "attachment.bin", "application/octet-stream")
+    assert "no report attachment" in refused(unnamed)
+
+
+def test_tls_report_is_read() -> None:
+    (report,) = parse_message(tls_mail())
+    assert isinstance(report, TlsReport)
+    assert report.reporter == "google.com"
+    assert report.begin == datetime.datetime(2023, 11, 14, tzinfo=datetime.UTC)
+    (policy,) = report.policies
+    assert (policy.policy_type, policy.policy_domain, policy.successful_sessions, policy.failed_sessions) == (
+        "sts", "example.test", 100, 2)
+    assert policy.failures[0].result_type == "certificate-expired"
+    plain = report_mail(tlsrpt_json("mail.ru", "r1", [("example.test", 3, 0)]), "report.json",
+                        "application/tlsrpt+json")
+    assert parse_message(plain)[0].reporter == "mail.ru"
+
+
+def test_every_member_of_a_zip_is_a_report() -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.xml", GOOGLE.xml())
+        archive.writestr("b.xml", YAHOO.xml())
+    reports = parse_message(report_mail(buffer.getvalue(), "two.zip", "application/zip"))
+    assert [r.reporter for r in reports] == ["google.com", "Yahoo"]
+
+
+# -- hostile and broken input ------------------------------------------------------
+
+
+def test_zip_bomb_is_refused_by_its_declared_size() -> None:
+    bomb = report_mail(zip_bomb(128), "bomb.zip", "application/zip")
+    assert refused(bomb) == "zip member 'report.xml' declares 134217738 bytes (at most 20 MiB)"
+
+
+def test_zip_bomb_under_the_size_bound_is_refused_by_ratio_before_it_fills_memory() -> None:
+    bomb = report_mail(zip_bomb(19), "bomb.zip", "application/zip")
+    tracemalloc.start()
+    try:
+        reason = refused(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "ratio over 100:1" in reason
+    assert peak < 8 * 1024 * 1024  # stopped near the 1 MiB grace, not at 19 MiB
+
+
+def test_gzip_bomb_is_refused_by_size_when_the_ratio_would_allow_it() -> None:
+    bomb = report_mail(gzip_bomb(128), "bomb.xml.gz", "application/gzip")
+    tracemalloc.start()
+    try:
+        reason = refused(bomb, Limits(max_ratio=10**6))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reason == "decompresses to more than 20 MiB"
+    assert peak < 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("xml", [ENTITY_BOMB, EXTERNAL_ENTITY], ids=["billion-laughs", "external-entity"])
+def test_xml_with_a_dtd_is_refused(xml: bytes) -> None:
+    assert refused(report_mail(xml, "report.xml", "text/xml")) == "XML refused: contains a DTD"
+    assert refused(report_mail(gz(xml), "report.xml.gz", "application/gzip")) == "XML refused: contains a DTD"
+
+
+def test_truncated_and_corrupt_gzip_are_refused() -> None:
+    data = gz(GOOGLE.xml())
+    assert refused(report_mail(data[: len(data) // 2], "r.xml.gz", "application/gzip")) == "truncated gzip data"
+    corrupt = bytearray(data)
+    corrupt[-6] ^= 0xFF  # inside the CRC-32 / length trailer
+    assert refused(report_mail(bytes(corrupt), "r.xml.gz", "application/gzip")).startswith("corrupt gzip data")
+    assert refused(report_mail(data + b"garbage", "r.xml.gz", "application/gzip")) == \
+        "trailing data after the gzip stream"
+
+
+def test_truncated_zip_is_refused() -> None:
+    data = zipped(GOOGLE.xml())
+    assert refused(report_mail(data[:-30], "r.zip", "application/zip")) == "not a readable zip archive"
+
+
+def test_wrong_content_type_is_not_taken_for_a_report() -> None:
+    assert "no report attachment" in refused(report_mail(GOOGLE.xml(), "report.png", "image/png"))
+    assert "no report attachment" in refused(report_mail(None, "", "", body="<feedback></feedback>"))
+
+
+def test_declared_compression_that_is_not_there_is_refused() -> None:
+    assert refused(report_mail(GOOGLE.xml(), "r.xml.gz", "application/gzip")) == \
+        "attachment says application/gzip but is not compressed"
+
+
+def test_huge_mail_is_refused_before_parsing() -> None:
+    raw = report_mail(b"x" * (11 * 1024 * 1024), "big.xml", "text/xml")
+    assert "byte limit" in refused(raw)
+    assert "over the 5 byte limit" in refused(google_mail(), Limits(max_attachment_bytes=5))
+
+
+def test_encrypted_nested_and_crowded_zips_are_refused() -> None:
+    assert refused(report_mail(encrypted_zip(GOOGLE.xml()), "r.zip", "application/zip")) == \
+        "encrypted zip member 'report.xml'"
+    nested = zipped(zipped(GOOGLE.xml()), "inner.zip")
+    assert refused(report_mail(nested, "r.zip", "application/zip")) == "nested archive 'inner.zip' in zip"
+    disguised = zipped(gz(GOOGLE.xml()), "report.xml")
+    assert refused(report_mail(disguised, "r.zip", "application/zip")) == "nested archive 'report.xml' in zip"
+    assert refused(report_mail(gz(gz(GOOGLE.xml())), "r.gz", "application/gzip")) == "nested archive in gzip"
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(5):
+            archive.writestr(f"{i}.xml", YAHOO.xml())
+    assert refused(report_mail(buffer.getvalue(), "r.zip", "application/zip")) == \
+        "zip archive has 5 members (at most 4)"
+
+
+@pytest.mark.parametrize(("xml", "reason"), [
+    (b"<feedback><report_metadata>", "malformed XML"),
+    (b"<html><body/></html>", "XML root is <html>, not <feedback>"),
+    (GOOGLE.xml().replace(b"<report_id>1700000000123</report_id>", b""),
+     "<report_id> missing or empty in <report_metadata>"),
+    (GOOGLE.xml().replace(b"203.0.113.7", b"not-an-ip"), "record 4: source_ip 'not-an-ip' is not an IP address"),
+    (GOOGLE.xml().replace(b"<count>10</count>", b"<count>-3</count>"), "record 1/count: '-3' is not a count"),
+    (GOOGLE.xml().replace(b"<count>10</count>", b"<count>" + b"9" * 30 + b"</count>"),
+     "record 1/count: '" + "9" * 30 + "' is not a count"),
+    (GOOGLE.xml().replace(b"<disposition>reject</disposition>", b"<disposition>drop</disposition>"),
+     "record 3: unknown disposition 'drop'"),
+    (GOOGLE.xml().replace(b"<begin>1700000000</begin>", b""), "<begin> missing in <date_range>"),
+], ids=["truncated", "root", "report-id", "source-ip", "negative-count", "huge-count", "disposition", "begin"])
+def test_malformed_aggregate_reports_name_what_is_wrong(xml: bytes, reason: str) -> None:
+    assert refused(report_mail(gz(xml), "r.xml.gz", "application/gzip")).startswith(reason)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b'{"organization-name": "x"', "malformed JSON"),
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "JSON nested too deeply"),
+    (tlsrpt_json("g", "1", [("example.test", 1, 0)]).replace(b'"total-successful-session-count": 1',
+                                                            b'"total-successful-session-count": "1"'),
+     "policies[1].summary.total-successful-session-count: expected a count"),
+    (tlsrpt_json("g", "1", [("example.test", 1, 0)]).replace(b'"total-failure-session-count": 0',
+                                                            b'"total-failure-session-count": true'),
+     "policies[1].summary.total-failure-session-count: expected a count"),
+    (tlsrpt_json("g", "1", [("example.test", 1, 0)]).replace(b'"sts"', b'"dane"'),
+     "policies[1].policy.policy-type: 'dane' is not sts, tlsa or no-policy-found"),
+    (tlsrpt_json("", "1", []), "report.organization-name: expected a non-empty string"),
+    (tlsrpt_json("g", "1", []).replace(b"2023-11-14T00:00:00Z", b"yesterday"),
+     "date-range.start-datetime: 'yesterday' is not an RFC 3339 date-time"),
+], ids=["truncated", "deep", "string-count", "bool-count", "policy-type", "reporter", "date"])
+def test_malformed_tls_reports_name_what_is_wrong(payload: bytes, reason: str) -> None:
+    assert refused(report_mail(payload, "r.json", "application/tlsrpt+json")).startswith(reason)
+
+
+def test_neither_xml_nor_json_is_refused() -> None:
+    assert refused(report_mail(gz(b"%PDF-1.4"), "r.gz", "application/gzip")) == \
+        "attachment is neither an XML aggregate report nor a JSON TLS report"
+
+
+def test_any_damage_gives_invalid_report_never_another_exception() -> None:
+    """Random byte damage to real report mails: every outcome is a report or InvalidReport."""
+    rng = random.Random(8460)
+    samples = [google_mail(), microsoft_mail(), yahoo_mail(), tls_mail(),
+               report_mail(zipped(YAHOO.xml()), "r.zip", "application/octet-stream")]
+    outcomes = {"ok": 0, "invalid": 0}
+    for _ in range(400):
+        raw = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 8)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del raw[rng.randrange(len(raw)):]
+        try:
+            parse_message(bytes(raw))
+            outcomes["ok"] += 1
+        except InvalidReport:
+            outcomes["invalid"] += 1
+    assert outcomes["invalid"] > 50 and outcomes["ok"] > 10, outcomes
+
+
+# -- counters ------------------------------------------------------------------------
+
+
+def test_dmarc_counters_mean_what_dmarc_metrics_exporter_counts() -> None:
+    reports = [only(google_mail()), only(microsoft_mail()), only(yahoo_mail())]
+    got = dmarc_increments(r for r in reports)
+    assert got == {
+        DmarcKey("google.com", "example.test", "example.test", "example.test"):
+            DmarcCounts(total=13, compliant=10, quarantine=3, reject=0, spf_aligned=10, spf_pass=10,
+                        dkim_aligned=10, dkim_pass=10),
+        DmarcKey("google.com", "example.test", "spoof.example", "spoof.example"):
+            DmarcCounts(total=2, reject=2, spf_pass=2, dkim_pass=2),
+        DmarcKey("google.com", "example.test", "example.test", "bounce.example.test"):
+            DmarcCounts(total=4, dkim_aligned=4, spf_pass=4),
+        DmarcKey("Outlook.com", "example.test", "example.test", "example.test"):
+            DmarcCounts(total=7, compliant=7, spf_aligned=7, spf_pass=7, dkim_aligned=7, dkim_pass=7),
+        DmarcKey("Outlook.com", "example.test", "", "example.test"):
+            DmarcCounts(total=1, compliant=1, spf_aligned=1, spf_pass=1),
+        DmarcKey("Yahoo", "example.test", "example.test", "example.test"):
+            DmarcCounts(total=5, compliant=5, spf_aligned=5, spf_pass=5, dkim_aligned=5, dkim_pass=5),
+    }
+
+
+def test_totals_add_up_across_runs() -> None:
+    key = DmarcKey("Yahoo", "example.test", "example.test", "example.test")
+    once = dmarc_increments([only(yahoo_mail())])
+    twice = add_dmarc(once, once)
+    assert twice[key].total == 10 and twice[key].dkim_pass == 10
+    assert once[key].total == 5  # inputs untouched
+
+
+def test_tls_sessions_by_reporter_policy_domain_and_result() -> None:
+    google = parse_message(tls_mail())[0]
+    other = parse_message(report_mail(
+        tlsrpt_json("Microsoft Corporation", "m-1", [("example.test", 50, 0), ("other.test", 5, 1)]),
+        "r.json", "application/tlsrpt+json"))[0]
+    assert isinstance(google, TlsReport) and isinstance(other, TlsReport)
+    assert tls_increments([google, other, google]) == {
+        TlsKey("google.com", "example.test", "success"): 200,
+        TlsKey("google.com", "example.test", "failure"): 4,
+        TlsKey("Microsoft Corporation", "example.test", "success"): 50,
+        TlsKey("Microsoft Corporation", "example.test", "failure"): 0,
+        TlsKey("Microsoft Corporation", "other.test", "success"): 5,
+        TlsKey("Microsoft Corporation", "other.test", "failure"): 1,
+    }
+
+
+def test_duplicates_count_once_within_the_window_and_again_after_it() -> None:
+    week = 7 * 86400.0
+    google, yahoo = only(google_mail()), only(yahoo_mail())
+    fresh, seen = deduplicate([google, google, yahoo], {}, now=1000.0, window=week)
+    assert fresh == [google, yahoo]
+    fresh, seen = deduplicate([google], seen, now=1000.0 + week - 1, window=week)
+    assert fresh == [] and len(seen) == 2
+    fresh, seen = deduplicate([google], seen, now=1000.0 + week, window=week)
+    assert fresh == [google]
+    assert len(seen) == 1  # Yahoo's id expired and was dropped; Google's was seen anew
+    assert list(seen.values()) == [1000.0 + week]
+
+
+def test_the_same_report_id_from_two_reporters_is_two_reports() -> None:
+    copy = Aggregate("Yahoo", GOOGLE.report_id, YAHOO.rows)
+    theirs = only(report_mail(copy.xml(), "r.xml", "text/xml"))
+    fresh, _ = deduplicate([only(google_mail()), theirs], {}, now=0.0, window=60.0)
+    assert len(fresh) == 2
+    tls_same_id = parse_message(report_mail(tlsrpt_json("google.com", GOOGLE.report_id, []), "r.json",
+                                            "application/tlsrpt+json"))[0]
+    fresh, _ = deduplicate([only(google_mail()), tls_same_id], {}, now=0.0, window=60.0)
+    assert len(fresh) == 2
+
+
+def test_compliance_warning_names_reporter_and_failing_mechanisms() -> None:
+    counts = dmarc_increments([only(google_mail()), only(microsoft_mail()), only(yahoo_mail())])
+    (warning,) = compliance_warnings(counts, 0.9)
+    assert warning.reporter == "google.com"
+    assert warning.total == 19
+    assert warning.ratio == pytest.approx(10 / 19)
+    assert warning.failing == ("dkim", "spf")
+    assert warning.message == "google.com: 52.6% of 19 mails DMARC-compliant; failing dkim 73.7%, spf 52.6%"
+    (only_spf,) = compliance_warnings(counts, 0.7)
+    assert only_spf.failing == ("spf",)
+    assert compliance_warnings(counts, 0.5) == []
+
