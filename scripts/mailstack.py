@@ -277,6 +277,8 @@ smtputf8_enable = no
 service_throttle_time = 1s
 virtual_mailbox_domains = {domain}
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+# Per-domain next hops that tests add with route_domain() (e.g. a relay that defers).
+transport_maps = texthash:{root}/postfix/transport
 smtpd_reject_unlisted_recipient = no
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -414,6 +416,7 @@ class MailStack:
         postfix = dict(params, lmtp_port=self.lmtp_target_port or self.lmtp_port)
         (self.root / "postfix" / "main.cf").write_text(POSTFIX_MAIN_CF.format(**postfix))
         (self.root / "postfix" / "master.cf").write_text(POSTFIX_MASTER_CF.format(**postfix))
+        (self.root / "postfix" / "transport").touch()
         if not (self.root / "users").exists():
             self._write_users()
 
@@ -518,6 +521,14 @@ class MailStack:
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- helpers for tests -----------------------------------------------------
+
+    def route_domain(self, domain: str, nexthop: str) -> None:
+        """Send mail for ``domain`` to a Postfix next hop such as ``smtp:[127.0.0.1]:2525``."""
+        transport = self.root / "postfix" / "transport"
+        transport.write_text(transport.read_text() + f"{domain} {nexthop}\n")
+        done = self._postfix("reload")
+        if done.returncode != 0:
+            raise RuntimeError(f"postfix reload failed: {done.stdout}{done.stderr}")
 
     def config_toml(self, local: str, password_file: Path, **route: str) -> str:
         """A mail-monitor configuration for one account that mails itself."""

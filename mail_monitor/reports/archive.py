@@ -73,6 +73,8 @@ def unzip(data: bytes, limits: Limits) -> list[tuple[str, bytes]]:
                     while piece := stream.read(CHUNK):
                         content += piece
                         _check_growth(total + len(content), len(data), limits)
+            except InvalidReport:
+                raise
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
                     ValueError) as exc:
                 raise InvalidReport(f"corrupt zip member {_short(info.filename)} ({_zip_reason(exc)})") from None
