@@ -14,7 +14,7 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
@@ -106,7 +106,7 @@ def evaluate(snapshot: QueueSnapshot, thresholds: QueueThresholds) -> tuple[Outc
     return outcome, "; ".join(text for _, text in problems) + f" (queue: {summary})"
 
 
-def _run_lines(command: Sequence[str], timeout: float) -> Iterator[bytes]:
+def _run_lines(command: Sequence[str], timeout: float) -> Generator[bytes, None, None]:
     """The command's stdout lines as they come; killed at ``timeout``; each line bounded in length.
 
     The last line is only yielded once the command exited successfully, so a failing

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import smtplib
 import socket
 import ssl
@@ -12,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import PASSWORDS
@@ -206,7 +208,18 @@ def queue_entries(stack: MailStack) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
-def test_queue_depth_and_oldest_deferred_from_the_real_postfix(stack: MailStack, relay: DeferringRelay) -> None:
+def unprivileged_postqueue(directory: Path, group: str) -> str:
+    """postqueue run as nobody with only ``group`` and no_new_privs, like a hardened systemd service."""
+    script = directory / f"postqueue-as-{group}"
+    script.write_text("#!/bin/sh\n"
+                      f"exec setpriv --reuid=nobody --regid=nogroup --groups={group} --no-new-privs "
+                      f"{shutil.which('postqueue') or '/usr/sbin/postqueue'} \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_queue_depth_and_oldest_deferred_from_the_real_postfix(stack: MailStack, relay: DeferringRelay,
+                                                               tmp_path: Path) -> None:
     config = str(stack.root / "postfix")
     before = read_queue(config)
     recipient = f"someone@defer{relay.port}.test"
@@ -233,6 +246,14 @@ def test_queue_depth_and_oldest_deferred_from_the_real_postfix(stack: MailStack,
         since_submit = time.time() - min(e["arrival_time"] for e in ours)
         assert snapshot.oldest_deferred_seconds >= since_submit - 2
 
+        # As the NixOS service runs it: an unprivileged user, no_new_privs (so postqueue's set-gid
+        # bit does nothing), and postdrop as a supplementary group.
+        as_service = read_queue(config, postqueue=unprivileged_postqueue(tmp_path, "postdrop"))
+        assert as_service.depth == snapshot.depth
+        with pytest.raises(QueueError, match=r"^postqueue: fatal: Connect to the Postfix showq service: "
+                                             r"Permission denied$"):
+            read_queue(config, postqueue=unprivileged_postqueue(tmp_path, "nogroup"))
+
         outcome, message = evaluate(snapshot, QueueThresholds(warn_deferred=snapshot.depth["deferred"]))
         assert outcome is Outcome.WARNING and "deferred (warning at" in message
         outcome, _ = evaluate(snapshot, QueueThresholds(crit_deferred=snapshot.depth["deferred"]))
@@ -247,7 +268,7 @@ def test_queue_depth_and_oldest_deferred_from_the_real_postfix(stack: MailStack,
     assert after.depth["deferred"] == before.depth["deferred"]
 
 
-def test_a_postfix_that_is_not_running_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_postfix_that_is_not_running_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "queue").mkdir()
     (tmp_path / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {tmp_path / 'queue'}\n")
     with pytest.raises(QueueError, match=r"^postqueue: fatal: "):

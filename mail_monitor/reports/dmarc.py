@@ -41,7 +41,7 @@ def parse_dmarc(xml: bytes) -> DmarcReport:
             aspf=_text(published, "aspf") or "r",
             p=_text(published, "p") or "none",
             sp=_text(published, "sp") or None,
-            pct=_int(published, "pct", default=100, where="policy_published/pct") or 0,
+            pct=_count(published, "pct", default=100, where="policy_published/pct"),
         ),
         records=records,
         email=_text(meta, "email") or None,
@@ -70,7 +70,7 @@ def _record(element: Element, index: int) -> DmarcRecord:
         ipaddress.ip_address(source_ip)
     except ValueError:
         raise InvalidReport(f"{where}: source_ip {source_ip[:60]!r} is not an IP address") from None
-    count = _int(row, "count", default=None, where=f"{where}/count")
+    count = _count(row, "count", default=1, where=f"{where}/count")
     evaluated = _child(row, "policy_evaluated")
     disposition = Disposition.NONE
     dkim_evaluated = spf_evaluated = None
@@ -86,7 +86,7 @@ def _record(element: Element, index: int) -> DmarcRecord:
     auth = _child(element, "auth_results")
     return DmarcRecord(
         source_ip=source_ip,
-        count=count if count is not None else 1,
+        count=count,
         disposition=disposition,
         dkim_evaluated=dkim_evaluated,
         spf_evaluated=spf_evaluated,
@@ -137,17 +137,22 @@ def _text(element: Element, name: str, *, required: bool = False, where: str = "
     return text
 
 
-def _int(element: Element, name: str, *, default: int | None, where: str) -> int | None:
+def _int(element: Element, name: str, *, where: str) -> int | None:
     text = _text(element, name)
     if not text:
-        return default
+        return None
     if not (text.isascii() and text.isdigit()) or len(text) > 16 or int(text) > MAX_COUNT:
         raise InvalidReport(f"{where}: {text[:40]!r} is not a count")
     return int(text)
 
 
+def _count(element: Element, name: str, *, default: int, where: str) -> int:
+    value = _int(element, name, where=where)
+    return default if value is None else value
+
+
 def _timestamp(element: Element, name: str) -> datetime.datetime:
-    value = _int(element, name, default=None, where=f"date_range/{name}")
+    value = _int(element, name, where=f"date_range/{name}")
     if value is None:
         raise InvalidReport(f"<{name}> missing in <date_range>")
     try:
