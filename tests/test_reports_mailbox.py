@@ -150,6 +150,30 @@ def test_near_the_deadline_nothing_more_is_fetched() -> None:
     assert batch.mails == () and batch.left == 5
 
 
+class CountdownDeadline(Deadline):
+    """A run clock that loses ``step`` seconds every time it is asked what is left."""
+
+    def __init__(self, left: float, step: float) -> None:
+        super().__init__(600.0)
+        self.left, self.step = left, step
+
+    def remaining(self) -> float:
+        self.left -= self.step
+        return self.left
+
+    def timeout(self, limit: float | None = None) -> float:
+        return 30.0
+
+
+def test_the_deadline_is_checked_between_mails_of_one_fetch() -> None:
+    imap = FakeImap({"DMARC": GOOD})
+    batch = read_batch(imap, "DMARC", CountdownDeadline(left=10.0, step=2.0), reserve=5.0)  # type: ignore[arg-type]
+    assert [m.uid for m in batch.mails] == [1]  # 8 s left before the fetch and the first mail, 4 s at the second
+    assert batch.left == 4
+    bodies = [e[1] for e in imap.log if e[0] == "fetch" and e[2] == ("BODY.PEEK[]",)]
+    assert bodies == [(1, 2, 3, 4, 5)]
+
+
 def test_without_move_mails_are_copied_flagged_and_only_they_expunged() -> None:
     imap = FakeImap({"DMARC": [*GOOD[:2], BROKEN]}, capabilities=(b"UIDPLUS",))
     imap.deleted["DMARC"].add(99)  # a mail someone else flagged \Deleted

@@ -8,7 +8,9 @@ Element names are compared without their namespace, so both schema versions read
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
+from collections.abc import Iterator
 from xml.etree.ElementTree import Element, ParseError
 
 from mail_monitor.reports.model import (
@@ -23,13 +25,35 @@ from mail_monitor.reports.model import (
 
 
 def parse_dmarc(xml: bytes) -> DmarcReport:
-    root = _parse_xml(xml)
-    if _local(root.tag) != "feedback":
-        raise InvalidReport(f"XML root is <{_local(root.tag)[:40]}>, not <feedback>")
-    meta = _required(root, "report_metadata")
+    """Read the report as a stream: each record is converted and dropped from the tree at once,
+    so memory holds the records, never the whole document's elements."""
+    root: Element | None = None
+    meta = published = None
+    records: list[DmarcRecord] = []
+    depth = 0
+    for event, element in _events(xml):
+        if event == "start":
+            depth += 1
+            if root is None:
+                root = element
+                if _local(root.tag) != "feedback":
+                    raise InvalidReport(f"XML root is <{_local(root.tag)[:40]}>, not <feedback>")
+            continue
+        if depth == 2 and root is not None:  # a child of <feedback> is complete
+            name = _local(element.tag)
+            if name == "record":
+                records.append(_record(element, len(records) + 1))
+                root.remove(element)
+            elif name == "report_metadata":
+                meta = element
+            elif name == "policy_published":
+                published = element
+        depth -= 1
+    if meta is None:
+        raise InvalidReport("<report_metadata> missing in <feedback>")
+    if published is None:
+        raise InvalidReport("<policy_published> missing in <feedback>")
     date_range = _required(meta, "date_range")
-    published = _required(root, "policy_published")
-    records = tuple(_record(r, i) for i, r in enumerate(_children(root, "record"), start=1))
     return DmarcReport(
         reporter=_text(meta, "org_name", required=True),
         report_id=_text(meta, "report_id", required=True),
@@ -43,23 +67,21 @@ def parse_dmarc(xml: bytes) -> DmarcReport:
             sp=_text(published, "sp") or None,
             pct=_count(published, "pct", default=100, where="policy_published/pct"),
         ),
-        records=records,
+        records=tuple(records),
         email=_text(meta, "email") or None,
     )
 
 
-def _parse_xml(xml: bytes) -> Element:
+def _events(xml: bytes) -> Iterator[tuple[str, Element]]:
     from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import fromstring
+    from defusedxml.ElementTree import iterparse
 
     try:
-        return fromstring(xml, forbid_dtd=True)
+        yield from iterparse(io.BytesIO(xml), events=("start", "end"), forbid_dtd=True)
     except DefusedXmlException as exc:
         raise InvalidReport(f"XML refused: {_defused_reason(exc)}") from None
     except ParseError as exc:
         raise InvalidReport(f"malformed XML ({str(exc)[:80]})") from None
-    except RecursionError:
-        raise InvalidReport("XML nested too deeply") from None
 
 
 def _record(element: Element, index: int) -> DmarcRecord:

@@ -89,6 +89,8 @@ def read_batch(client: IMAPClient, folder: str, deadline: Deadline, *, batch_siz
         _timeout(client, deadline)
         fetched = client.fetch(group, ["BODY.PEEK[]"])
         for uid in group:
+            if deadline.remaining() < reserve:
+                break  # parsing is CPU-bound: stop between mails, not only between fetches
             raw = fetched.get(uid, {}).get(b"BODY[]")
             done.add(uid)
             if raw is None:
