@@ -28,6 +28,8 @@ from report_samples import (
 )
 
 from mail_monitor.reports import (
+    OTHER,
+    DmarcCounts,
     DmarcKey,
     DmarcReport,
     InvalidReport,
@@ -35,11 +37,16 @@ from mail_monitor.reports import (
     TlsKey,
     TlsReport,
     add_dmarc,
+    add_tls,
     compliance_warnings,
     deduplicate,
+    dmarc_from_json,
     dmarc_increments,
+    dmarc_to_json,
     parse_message,
+    tls_from_json,
     tls_increments,
+    tls_to_json,
 )
 
 
@@ -338,3 +345,47 @@ def test_compliance_warning_names_reporter_and_failing_mechanisms() -> None:
     assert only_spf.failing == ("spf",)
     assert compliance_warnings(counts, 0.5) == []
 
+
+
+def test_made_up_reporters_cannot_grow_the_series_without_bound() -> None:
+    flood = {DmarcKey(f"spam{i}.example", "example.test", "", ""): DmarcCounts(total=1) for i in range(5)}
+    known = DmarcKey("google.com", "example.test", "example.test", "example.test")
+    totals = add_dmarc({known: DmarcCounts(total=3)}, flood, max_series=3)
+    assert totals == {
+        known: DmarcCounts(total=3),
+        DmarcKey("spam0.example", "example.test", "", ""): DmarcCounts(total=1),
+        DmarcKey("spam1.example", "example.test", "", ""): DmarcCounts(total=1),
+        DmarcKey(OTHER, OTHER, OTHER, OTHER): DmarcCounts(total=3),
+    }
+    # Known series keep counting even when the cap is reached.
+    assert add_dmarc(totals, {known: DmarcCounts(total=2)}, max_series=3)[known].total == 5
+    tls = add_tls({}, {TlsKey(f"r{i}", "example.test", "failure"): 1 for i in range(3)}, max_series=2)
+    assert tls == {TlsKey("r0", "example.test", "failure"): 1, TlsKey("r1", "example.test", "failure"): 1,
+                   TlsKey(OTHER, OTHER, "failure"): 1}
+
+
+def test_a_flood_of_report_ids_forgets_the_oldest_first() -> None:
+    reports = [only(report_mail(Aggregate("x", f"id{i}", YAHOO.rows).xml(), "r.xml", "text/xml")) for i in range(4)]
+    _, seen = deduplicate(reports[:2], {}, now=1.0, window=60.0, max_seen=3)
+    fresh, seen = deduplicate(reports[2:], seen, now=2.0, window=60.0, max_seen=3)
+    assert len(fresh) == 2
+    assert sorted(k.rsplit("\x1f", 1)[1] for k in seen) == ["id1", "id2", "id3"]
+
+
+def test_counters_survive_the_state_file_as_flat_json_rows() -> None:
+    import json
+
+    dmarc = dmarc_increments([only(google_mail()), only(microsoft_mail())])
+    rows = json.loads(json.dumps(dmarc_to_json(dmarc)))
+    assert rows[0] == {"reporter": "Outlook.com", "from_domain": "example.test", "dkim_domain": "",
+                       "spf_domain": "example.test", "total": 1, "compliant": 1, "quarantine": 0, "reject": 0,
+                       "spf_aligned": 1, "spf_pass": 1, "dkim_aligned": 0, "dkim_pass": 0}
+    assert dmarc_from_json(rows) == dmarc
+    tls = tls_increments([t for t in parse_message(tls_mail()) if isinstance(t, TlsReport)])
+    assert tls_from_json(json.loads(json.dumps(tls_to_json(tls)))) == tls
+    with pytest.raises(ValueError, match="row 0: total must be a whole number >= 0"):
+        dmarc_from_json([dict(rows[0], total=-1)])
+    with pytest.raises(ValueError, match="row 1: reporter must be a string"):
+        dmarc_from_json([rows[0], dict(rows[1], reporter=None)])
+    with pytest.raises(ValueError, match="expected a list of objects"):
+        tls_from_json({"reporter": "x"})

@@ -7,6 +7,9 @@ the reports folder in bounded batches. See docs/reports.md.
 
 from mail_monitor.reports.aggregate import (
     DMARC_COUNTERS,
+    DMARC_LABELS,
+    OTHER,
+    TLS_LABELS,
     TLS_RESULTS,
     ComplianceWarning,
     DmarcCounts,
@@ -16,9 +19,13 @@ from mail_monitor.reports.aggregate import (
     add_tls,
     compliance_warnings,
     deduplicate,
+    dmarc_from_json,
     dmarc_increments,
+    dmarc_to_json,
     report_key,
+    tls_from_json,
     tls_increments,
+    tls_to_json,
 )
 from mail_monitor.reports.message import parse_message
 from mail_monitor.reports.model import (
@@ -37,6 +44,9 @@ from mail_monitor.reports.model import (
 
 __all__ = [
     "DMARC_COUNTERS",
+    "DMARC_LABELS",
+    "OTHER",
+    "TLS_LABELS",
     "TLS_RESULTS",
     "AuthResult",
     "ComplianceWarning",
@@ -57,8 +67,12 @@ __all__ = [
     "add_tls",
     "compliance_warnings",
     "deduplicate",
+    "dmarc_from_json",
     "dmarc_increments",
+    "dmarc_to_json",
     "parse_message",
     "report_key",
+    "tls_from_json",
     "tls_increments",
+    "tls_to_json",
 ]

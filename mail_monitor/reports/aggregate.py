@@ -27,6 +27,9 @@ DMARC_COUNTERS: tuple[str, ...] = (
     "total", "compliant", "quarantine", "reject", "spf_aligned", "spf_pass", "dkim_aligned", "dkim_pass",
 )
 TLS_RESULTS: tuple[str, ...] = ("success", "failure")
+OTHER = "(other)"  # every label of the series that takes what is over the cap
+DEFAULT_MAX_SERIES = 1000  # label sets per counter family; a real setup has a few dozen
+DEFAULT_MAX_SEEN = 50_000  # remembered report ids; a real setup sees a few a day
 
 
 @dataclass(frozen=True, order=True)
@@ -115,17 +118,28 @@ def tls_increments(reports: Iterable[TlsReport]) -> dict[TlsKey, int]:
     return out
 
 
-def add_dmarc(totals: Mapping[DmarcKey, DmarcCounts],
-              increments: Mapping[DmarcKey, DmarcCounts]) -> dict[DmarcKey, DmarcCounts]:
+def add_dmarc(totals: Mapping[DmarcKey, DmarcCounts], increments: Mapping[DmarcKey, DmarcCounts],
+              max_series: int | None = DEFAULT_MAX_SERIES) -> dict[DmarcKey, DmarcCounts]:
+    """Totals plus increments. Label sets beyond ``max_series`` add to one ``(other)`` set.
+
+    Anyone can mail a report naming any reporter and domains: without a cap, a flood of
+    made-up reports would create as many metric series.
+    """
     out = dict(totals)
-    for key, counts in increments.items():
+    for key, counts in sorted(increments.items()):
+        if key not in out and max_series is not None and len(out) >= max_series:
+            key = DmarcKey(OTHER, OTHER, OTHER, OTHER)
         out[key] = out.get(key, DmarcCounts()) + counts
     return out
 
 
-def add_tls(totals: Mapping[TlsKey, int], increments: Mapping[TlsKey, int]) -> dict[TlsKey, int]:
+def add_tls(totals: Mapping[TlsKey, int], increments: Mapping[TlsKey, int],
+            max_series: int | None = DEFAULT_MAX_SERIES) -> dict[TlsKey, int]:
+    """Totals plus increments, with the same cap on label sets as ``add_dmarc``."""
     out = dict(totals)
-    for key, sessions in increments.items():
+    for key, sessions in sorted(increments.items()):
+        if key not in out and max_series is not None and len(out) >= max_series:
+            key = TlsKey(OTHER, OTHER, key.result)
         out[key] = out.get(key, 0) + sessions
     return out
 
@@ -138,13 +152,14 @@ def report_key(report: Report) -> str:
     return f"{report.kind}\x1f{report.reporter}\x1f{report.report_id}"
 
 
-def deduplicate(reports: Iterable[Report], seen: Mapping[str, float], now: float,
-                window: float) -> tuple[list[Report], dict[str, float]]:
+def deduplicate(reports: Iterable[Report], seen: Mapping[str, float], now: float, window: float,
+                max_seen: int = DEFAULT_MAX_SEEN) -> tuple[list[Report], dict[str, float]]:
     """The reports not seen within ``window`` seconds, and the seen map to keep (expired ids dropped).
 
     ``seen`` maps report_key -> Unix time first seen. An id is remembered for ``window``
     from its first sighting; a copy arriving later than that counts again, as
-    dmarc-metrics-exporter's expiring set does.
+    dmarc-metrics-exporter's expiring set does. Past ``max_seen`` ids (a flood), the
+    oldest are forgotten first.
     """
     kept = {key: first for key, first in seen.items() if now - first < window}
     fresh: list[Report] = []
@@ -154,6 +169,8 @@ def deduplicate(reports: Iterable[Report], seen: Mapping[str, float], now: float
             continue
         kept[key] = now
         fresh.append(report)
+    if len(kept) > max_seen:
+        kept = dict(sorted(kept.items(), key=lambda item: item[1])[-max_seen:])
     return fresh, kept
 
 
@@ -202,3 +219,55 @@ def compliance_warnings(counts: Mapping[DmarcKey, DmarcCounts], min_compliance: 
 
 def _percent(share: float) -> str:
     return f"{share * 100:.1f}%".replace(".0%", "%")
+
+
+# -- the counters in the state file -------------------------------------------------------
+# Flat JSON rows, one per label set: readable by a person and by jq, stable across versions.
+
+DMARC_LABELS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DmarcKey))
+TLS_LABELS: tuple[str, ...] = ("reporter", "policy_domain", "result")
+
+
+def dmarc_to_json(totals: Mapping[DmarcKey, DmarcCounts]) -> list[dict[str, str | int]]:
+    return [{**dataclasses.asdict(key), **counts.as_dict()} for key, counts in sorted(totals.items())]
+
+
+def dmarc_from_json(rows: object) -> dict[DmarcKey, DmarcCounts]:
+    """The inverse of ``dmarc_to_json``; ValueError naming the row and key that is wrong."""
+    out: dict[DmarcKey, DmarcCounts] = {}
+    for index, row in enumerate(_rows(rows)):
+        key = DmarcKey(*(_label(row, name, index) for name in DMARC_LABELS))
+        out[key] = DmarcCounts(*(_counter(row, name, index) for name in DMARC_COUNTERS))
+    return out
+
+
+def tls_to_json(totals: Mapping[TlsKey, int]) -> list[dict[str, str | int]]:
+    return [{**dataclasses.asdict(key), "sessions": sessions} for key, sessions in sorted(totals.items())]
+
+
+def tls_from_json(rows: object) -> dict[TlsKey, int]:
+    out: dict[TlsKey, int] = {}
+    for index, row in enumerate(_rows(rows)):
+        key = TlsKey(*(_label(row, name, index) for name in TLS_LABELS))
+        out[key] = _counter(row, "sessions", index)
+    return out
+
+
+def _rows(rows: object) -> list[dict[str, object]]:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("expected a list of objects")
+    return rows
+
+
+def _label(row: dict[str, object], name: str, index: int) -> str:
+    value = row.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"row {index}: {name} must be a string")
+    return value
+
+
+def _counter(row: dict[str, object], name: str, index: int) -> int:
+    value = row.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"row {index}: {name} must be a whole number >= 0")
+    return value
