@@ -227,7 +227,12 @@ def test_encrypted_nested_and_crowded_zips_are_refused() -> None:
     (GOOGLE.xml().replace(b"<disposition>reject</disposition>", b"<disposition>drop</disposition>"),
      "record 3: unknown disposition 'drop'"),
     (GOOGLE.xml().replace(b"<begin>1700000000</begin>", b""), "<begin> missing in <date_range>"),
-], ids=["truncated", "root", "report-id", "source-ip", "negative-count", "huge-count", "disposition", "begin"])
+    (GOOGLE.xml().replace(b"<report_id>1700000000123", b"<report_id>" + b"7" * 2000),
+     "<report_id>: longer than 255 characters"),
+    (GOOGLE.xml().replace(b"<header_from>example.test", b"<header_from>" + b"a" * 300, 1),
+     "record 1: <header_from>: longer than 255 characters"),
+], ids=["truncated", "root", "report-id", "source-ip", "negative-count", "huge-count", "disposition", "begin",
+        "huge-id", "long-domain"])
 def test_malformed_aggregate_reports_name_what_is_wrong(xml: bytes, reason: str) -> None:
     assert refused(report_mail(gz(xml), "r.xml.gz", "application/gzip")).startswith(reason)
 
@@ -249,6 +254,14 @@ def test_malformed_aggregate_reports_name_what_is_wrong(xml: bytes, reason: str)
 ], ids=["truncated", "deep", "string-count", "bool-count", "policy-type", "reporter", "date"])
 def test_malformed_tls_reports_name_what_is_wrong(payload: bytes, reason: str) -> None:
     assert refused(report_mail(payload, "r.json", "application/tlsrpt+json")).startswith(reason)
+
+
+def test_values_reach_labels_and_alerts_as_one_printable_line() -> None:
+    sneaky = Aggregate("evil\n  corp\u200b\t ltd", "id\r\n2", YAHOO.rows)
+    report = only(report_mail(sneaky.xml(), "r.xml", "text/xml"))
+    assert (report.reporter, report.report_id) == ("evil corp ltd", "id 2")
+    tls = parse_message(report_mail(tlsrpt_json("a\u2028b\x00", "1", []), "r.json", "application/tlsrpt+json"))[0]
+    assert tls.reporter == "a b"
 
 
 def test_neither_xml_nor_json_is_refused() -> None:

@@ -21,6 +21,7 @@ from mail_monitor.reports.model import (
     DmarcReport,
     InvalidReport,
     PolicyPublished,
+    single_line,
 )
 
 
@@ -97,13 +98,13 @@ def _record(element: Element, index: int) -> DmarcRecord:
     disposition = Disposition.NONE
     dkim_evaluated = spf_evaluated = None
     if evaluated is not None:
-        word = _text(evaluated, "disposition").lower() or "none"
+        word = _text(evaluated, "disposition", where=where).lower() or "none"
         try:
             disposition = Disposition(word)
         except ValueError:
             raise InvalidReport(f"{where}: unknown disposition {word[:40]!r}") from None
-        dkim_evaluated = _text(evaluated, "dkim").lower() or None
-        spf_evaluated = _text(evaluated, "spf").lower() or None
+        dkim_evaluated = _text(evaluated, "dkim", where=where).lower() or None
+        spf_evaluated = _text(evaluated, "spf", where=where).lower() or None
     identifiers = _child(element, "identifiers")
     auth = _child(element, "auth_results")
     return DmarcRecord(
@@ -112,18 +113,19 @@ def _record(element: Element, index: int) -> DmarcRecord:
         disposition=disposition,
         dkim_evaluated=dkim_evaluated,
         spf_evaluated=spf_evaluated,
-        header_from=_text(identifiers, "header_from").lower() if identifiers is not None else "",
-        envelope_from=(_text(identifiers, "envelope_from").lower() or None) if identifiers is not None else None,
-        dkim=tuple(_auth(a, "selector") for a in _children(auth, "dkim")) if auth is not None else (),
-        spf=tuple(_auth(a, "scope") for a in _children(auth, "spf")) if auth is not None else (),
+        header_from=_text(identifiers, "header_from", where=where).lower() if identifiers is not None else "",
+        envelope_from=(_text(identifiers, "envelope_from", where=where).lower() or None)
+        if identifiers is not None else None,
+        dkim=tuple(_auth(a, "selector", where) for a in _children(auth, "dkim")) if auth is not None else (),
+        spf=tuple(_auth(a, "scope", where) for a in _children(auth, "spf")) if auth is not None else (),
     )
 
 
-def _auth(element: Element, extra: str) -> AuthResult:
-    value = _text(element, extra) or None
+def _auth(element: Element, extra: str, where: str) -> AuthResult:
+    value = _text(element, extra, where=where) or None
     return AuthResult(
-        domain=_text(element, "domain").lower(),
-        result=_text(element, "result").lower(),
+        domain=_text(element, "domain", where=where).lower(),
+        result=_text(element, "result", where=where).lower(),
         selector=value if extra == "selector" else None,
         scope=value if extra == "scope" else None,
     )
@@ -153,7 +155,7 @@ def _required(element: Element, name: str, where: str = "") -> Element:
 
 def _text(element: Element, name: str, *, required: bool = False, where: str = "") -> str:
     child = _child(element, name)
-    text = (child.text or "").strip() if child is not None else ""
+    text = single_line(child.text or "", f"{where + ': ' if where else ''}<{name}>") if child is not None else ""
     if required and not text:
         raise InvalidReport(f"{where + ': ' if where else ''}<{name}> missing or empty in <{_local(element.tag)}>")
     return text

@@ -12,6 +12,9 @@ MIB = 1024 * KIB
 MAX_COUNT = 2**53  # the largest count a float metric still holds exactly
 
 
+MAX_TEXT = 255  # any one value read from a report: names, ids, domains (DNS names stop at 253)
+
+
 class InvalidReport(ValueError):
     """A report that cannot be read: malformed, hostile or over a bound.
 
@@ -22,6 +25,16 @@ class InvalidReport(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def single_line(text: str, where: str) -> str:
+    """A report's value as it may reach metric labels, the state and alerts: one printable line, bounded."""
+    if len(text) > 4 * MAX_TEXT:
+        raise InvalidReport(f"{where}: longer than {MAX_TEXT} characters")
+    clean = "".join(c for c in " ".join(text.split()) if c.isprintable())
+    if len(clean) > MAX_TEXT:
+        raise InvalidReport(f"{where}: longer than {MAX_TEXT} characters")
+    return clean
 
 
 @dataclass(frozen=True)

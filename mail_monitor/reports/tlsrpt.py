@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any
 
-from mail_monitor.reports.model import MAX_COUNT, InvalidReport, TlsFailure, TlsPolicy, TlsReport
+from mail_monitor.reports.model import MAX_COUNT, InvalidReport, TlsFailure, TlsPolicy, TlsReport, single_line
 
 POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
 
@@ -75,7 +75,7 @@ def _string(table: dict[str, Any], key: str, where: str) -> str:
     value = table.get(key)
     if not isinstance(value, str) or not value.strip():
         raise InvalidReport(f"{where}.{key}: expected a non-empty string")
-    return value.strip()
+    return single_line(value, f"{where}.{key}")
 
 
 def _count(table: dict[str, Any], key: str, where: str) -> int:
