@@ -264,6 +264,15 @@ def test_values_reach_labels_and_alerts_as_one_printable_line() -> None:
     assert tls.reporter == "a b"
 
 
+def test_deep_or_crowded_mime_is_refused() -> None:
+    deep = b'Content-Type: multipart/mixed; boundary="b0"\n\n' + b"".join(
+        b'--b%d\nContent-Type: multipart/mixed; boundary="b%d"\n\n' % (i - 1, i) for i in range(1, 3000))
+    assert refused(deep) == "MIME structure nested too deeply"
+    crowded = b'Content-Type: multipart/mixed; boundary="b"\n\n' + b"".join(
+        b"--b\nContent-Type: text/plain\n\nhi\n" for _ in range(100)) + b"--b--\n"
+    assert refused(crowded) == "more than 64 MIME parts"
+
+
 def test_neither_xml_nor_json_is_refused() -> None:
     assert refused(report_mail(gz(b"%PDF-1.4"), "r.gz", "application/gzip")) == \
         "attachment is neither an XML aggregate report nor a JSON TLS report"
