@@ -34,10 +34,12 @@ from mail_monitor.reports import (
     DmarcReport,
     InvalidReport,
     Limits,
+    ReportTotals,
     TlsKey,
     TlsReport,
     add_dmarc,
     add_tls,
+    apply_batch,
     compliance_warnings,
     deduplicate,
     dmarc_from_json,
@@ -47,7 +49,9 @@ from mail_monitor.reports import (
     tls_from_json,
     tls_increments,
     tls_to_json,
+    verdict,
 )
+from mail_monitor.results import Outcome
 
 
 def only(raw: bytes, limits: Limits | None = None) -> DmarcReport:
@@ -411,3 +415,36 @@ def test_counters_survive_the_state_file_as_flat_json_rows() -> None:
         dmarc_from_json([rows[0], dict(rows[1], reporter=None)])
     with pytest.raises(ValueError, match="expected a list of objects"):
         tls_from_json({"reporter": "x"})
+
+
+def test_one_runs_step_counts_new_reports_and_warns_on_compliance() -> None:
+    reports = [*parse_message(google_mail()), *parse_message(microsoft_mail()), *parse_message(yahoo_mail()),
+               *parse_message(tls_mail()), *parse_message(google_mail())]
+    summary = apply_batch(ReportTotals(), reports, unreadable=2, left=5, now=1000.0, min_compliance=0.9)
+    assert summary.totals.dmarc == EXPECTED_DMARC
+    assert summary.totals.tls == {TlsKey("google.com", "example.test", "success"): 100,
+                                  TlsKey("google.com", "example.test", "failure"): 2}
+    assert (summary.dmarc_reports, summary.tls_reports, summary.duplicates, summary.totals.invalid) == (3, 1, 1, 2)
+    assert verdict(summary) == (Outcome.WARNING, (
+        "google.com: 52.6% of 19 mails DMARC-compliant; failing dkim 73.7%, spf 52.6% "
+        "(3 DMARC and 1 TLS reports read, 1 duplicate skipped, 2 unreadable mails moved to the error folder, "
+        "5 left for later runs)"))
+
+    again = apply_batch(summary.totals, reports, unreadable=0, left=0, now=2000.0, min_compliance=0.9)
+    assert again.totals.dmarc == EXPECTED_DMARC and again.totals.invalid == 2
+    assert verdict(again) == (Outcome.OK, "0 DMARC and 0 TLS reports read, 5 duplicates skipped")
+    assert verdict(apply_batch(ReportTotals(), reports[1:3], 0, 0, 0.0, min_compliance=0.9))[0] is Outcome.OK
+
+
+def test_run_totals_survive_the_state_file() -> None:
+    import json
+
+    reports = [*parse_message(google_mail()), *parse_message(tls_mail())]
+    totals = apply_batch(ReportTotals(), reports, unreadable=1, left=0, now=1000.0).totals
+    assert ReportTotals.from_json(json.loads(json.dumps(totals.to_json()))) == totals
+    assert ReportTotals.from_json({}) == ReportTotals()
+    for bad, reason in [([], "expected an object"), ({"invalid": -1}, "invalid: expected a whole number >= 0"),
+                        ({"seen": {"x": "yesterday"}}, "seen: expected an object of report ids to times"),
+                        ({"dmarc": [{"reporter": 1}]}, "dmarc: row 0: reporter must be a string")]:
+        with pytest.raises(ValueError, match=f"^{reason}$"):
+            ReportTotals.from_json(bad)

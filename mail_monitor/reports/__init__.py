@@ -1,8 +1,9 @@
 """What receivers report: DMARC aggregate (RFC 7489) and SMTP TLS (RFC 8460) reports.
 
 ``parse_message`` reads one report mail; ``aggregate`` turns reports into counter
-increments, de-duplicates them and judges compliance; ``mailbox`` reads and files
-the reports folder in bounded batches. See docs/reports.md.
+increments, de-duplicates them and judges compliance; ``totals`` is one run's step
+over a batch; ``mailbox`` reads and files the reports folder in bounded batches.
+See docs/reports.md.
 """
 
 from mail_monitor.reports.aggregate import (
@@ -41,14 +42,17 @@ from mail_monitor.reports.model import (
     TlsPolicy,
     TlsReport,
 )
+from mail_monitor.reports.totals import DEFAULT_DEDUP_WINDOW, BatchSummary, ReportTotals, apply_batch, verdict
 
 __all__ = [
+    "DEFAULT_DEDUP_WINDOW",
     "DMARC_COUNTERS",
     "DMARC_LABELS",
     "OTHER",
     "TLS_LABELS",
     "TLS_RESULTS",
     "AuthResult",
+    "BatchSummary",
     "ComplianceWarning",
     "Disposition",
     "DmarcCounts",
@@ -59,12 +63,14 @@ __all__ = [
     "Limits",
     "PolicyPublished",
     "Report",
+    "ReportTotals",
     "TlsFailure",
     "TlsKey",
     "TlsPolicy",
     "TlsReport",
     "add_dmarc",
     "add_tls",
+    "apply_batch",
     "compliance_warnings",
     "deduplicate",
     "dmarc_from_json",
@@ -75,4 +81,5 @@ __all__ = [
     "tls_from_json",
     "tls_increments",
     "tls_to_json",
+    "verdict",
 ]
