@@ -277,6 +277,8 @@ smtputf8_enable = no
 service_throttle_time = 1s
 virtual_mailbox_domains = {domain}
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+# Per-domain next hops that tests add with route_domain() (e.g. a relay that defers).
+transport_maps = texthash:{root}/postfix/transport
 smtpd_reject_unlisted_recipient = no
 # Test mails of routes named "held-..." wait in the hold queue until release_held():
 # delivery held back for longer than a run, for the async route tests.
@@ -425,6 +427,7 @@ class MailStack:
             POSTFIX_MASTER_CF.format(**postfix) + self.postfix_master_extra
         )
         (self.root / "postfix" / "header_checks").write_text("/^Subject: \\[mail-monitor\\] held-/ HOLD\n")
+        (self.root / "postfix" / "transport").touch()
         if not (self.root / "users").exists():
             self._write_users()
 
@@ -540,6 +543,14 @@ class MailStack:
         """How many mails wait in the hold queue."""
         hold = self.root / "postfix-queue" / "hold"
         return sum(1 for path in hold.rglob("*") if path.is_file()) if hold.exists() else 0
+
+    def route_domain(self, domain: str, nexthop: str) -> None:
+        """Send mail for ``domain`` to a Postfix next hop such as ``smtp:[127.0.0.1]:2525``."""
+        transport = self.root / "postfix" / "transport"
+        transport.write_text(transport.read_text() + f"{domain} {nexthop}\n")
+        done = self._postfix("reload")
+        if done.returncode != 0:
+            raise RuntimeError(f"postfix reload failed: {done.stdout}{done.stderr}")
 
     def config_toml(self, local: str, password_file: Path, **route: str) -> str:
         """A mail-monitor configuration for one account that mails itself."""
