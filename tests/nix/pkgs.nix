@@ -19,6 +19,7 @@ let
   package = pname: fakeDerivation { inherit pname; };
 
   python3Packages = lib.genAttrs [
+    "authres"
     "cryptography"
     "defusedxml"
     "dkimpy"
@@ -27,6 +28,8 @@ let
     "imapclient"
     "mypy"
     "prometheus-client"
+    "publicsuffixlist"
+    "pyspf"
     "pytest"
     "pytestCheckHook"
     "requests"
