@@ -115,7 +115,7 @@ class _RouteRun:
                 with self.connecting:
                     session = ImapSession(endpoint, self.deadline)
                     imap_box["session"] = session
-                    session.login(route.recipient.username, route.recipient.password)
+                    session.login(route.recipient.username, route.recipient.require_password())
                 session.prepare(endpoint.extra_folders)
 
             _, imap_error[0] = self.timed("imap_auth", step)
@@ -131,7 +131,7 @@ class _RouteRun:
             with self.connecting:
                 session = SmtpSession(endpoint, self.deadline, monitor.instance)
                 smtp_box["session"] = session
-                session.login(route.sender.username, route.sender.password)
+                session.login(route.sender.username, route.sender.require_password())
 
         _, smtp_error = self.timed("smtp_auth", open_smtp)
         # Compose the test mail while the IMAP login may still be under way (~4 ms of CPU).
