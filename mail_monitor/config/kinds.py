@@ -22,7 +22,7 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
-_DOMAIN = re.compile(rf"(?=.{{4,253}}$)(?:{_LABEL}\.)+{_LABEL}")
+_DOMAIN = re.compile(rf"(?=.{{4,254}}$)(?:{_LABEL}\.)+{_LABEL}\.?")
 _EHLO_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _ADDRESS = re.compile(r"[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9._-]{1,253}")
 _URL = re.compile(r"https?://[^/\s?#@]+(?:[/?#]\S*)?")
@@ -155,8 +155,16 @@ def hostname(what: str = "a host name or IP address") -> Text:
     return Text(what, 253, re.compile(rf"{_HOSTNAME.pattern}|[0-9A-Fa-f:.]+"), ascii_only=True)
 
 
-def domain_name(what: str = "a domain name such as example.org (ASCII; IDNs in xn-- form)") -> Text:
-    return Text(what, 253, _DOMAIN, ascii_only=True, lower=True)
+@dataclass(frozen=True)
+class DomainName(Text):
+    """A DNS name with at least two labels, lower-cased, without the root's trailing dot."""
+
+    def parse(self, raw: object) -> str:
+        return super().parse(raw).rstrip(".")
+
+
+def domain_name(what: str = "a domain name such as example.org (ASCII; IDNs in xn-- form)") -> DomainName:
+    return DomainName(what, 254, _DOMAIN, ascii_only=True, lower=True)
 
 
 EHLO_NAME = Text("a host name of ASCII letters, digits, '-' and '.' (it is sent as the SMTP EHLO name)",

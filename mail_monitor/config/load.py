@@ -241,7 +241,6 @@ def _domains(ctx: _Context, raw: object) -> tuple[DomainSettings, ...]:
     for index, table in enumerate(ctx.tables(raw, "domains", "[[domains]]", required=False)):
         path = f"domains[{index}]"
         values = ctx.read(s.DOMAIN, table, path)
-        values["name"] = values["name"].rstrip(".")
         if any(d.name == values["name"] for d in domains):
             ctx.expected(f"{path}.name", "a domain no other [[domains]] entry names", values["name"])
         domains.append(DomainSettings(**_fields(values, s.DOMAIN)))
