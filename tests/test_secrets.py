@@ -31,7 +31,7 @@ def finishes(call: Callable[[], Any], seconds: float = 10) -> Any:
     def target() -> None:
         try:
             outcome["value"] = call()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)
@@ -202,7 +202,7 @@ def test_token_command_timeout_kills_it(tmp_path: Path) -> None:
 
 def test_token_command_that_closes_stdout_but_lingers(tmp_path: Path) -> None:
     argv = script(tmp_path, "import os, sys, time; print('tok'); sys.stdout.flush(); os.close(1); time.sleep(60)")
-    with pytest.raises(SecretError, match="did not exit within 0.5s"):
+    with pytest.raises(SecretError, match=r"did not exit within 0\.5s"):
         run_token_command(argv, timeout=0.5)
 
 
