@@ -240,9 +240,11 @@ def test_deadline_bounds_in_a_file(tmp_path: Path) -> None:
 def test_timeout_may_not_exceed_the_deadline() -> None:
     data = minimal()
     data["monitor"] = {"deadline": "1m", "timeout": "61s"}
-    assert "monitor.timeout: expected at most monitor.deadline" in error_of(data)
+    assert "monitor.timeout: expected at most monitor.deadline (1m), got 61s" in error_of(data)
     data["monitor"]["timeout"] = "60s"
     assert parse(data).monitor.timeout == 60
+    data["monitor"] = {"deadline": "5s"}  # the default step timeout (30s) is cut to the deadline by the run
+    assert parse(data).monitor.timeout == 30
 
 
 # --------------------------------------------------------------------------- values and cross-references

@@ -110,10 +110,12 @@ def _fields(values: dict[str, Any], section: s.Section, *skip: str) -> dict[str,
 
 
 def _monitor(ctx: _Context, raw: object) -> MonitorSettings:
-    values = ctx.read(s.MONITOR, ctx.table(raw, "monitor") if raw is not None else {}, "monitor")
-    if values["timeout"] > values["deadline"]:
-        ctx.fail("monitor.timeout", f"expected at most monitor.deadline ({shown_value(values['deadline'])}s), "
-                 f"got {shown_value(values['timeout'])}s")
+    table = ctx.table(raw, "monitor") if raw is not None else {}
+    values = ctx.read(s.MONITOR, table, "monitor")
+    if "timeout" in table and values["timeout"] > values["deadline"]:  # the default is cut to the deadline
+        render = s.MONITOR["timeout"].kind.render
+        ctx.fail("monitor.timeout", f"expected at most monitor.deadline ({render(values['deadline'])}), "
+                 f"got {render(values['timeout'])}")
     resolver = values.pop("resolver")
     instance = values.pop("instance") or default_instance()
     return MonitorSettings(**_fields(values, s.MONITOR), instance=instance,
