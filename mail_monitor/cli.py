@@ -51,6 +51,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     adhoc.add_argument("--imap-host")
     adhoc.add_argument("--imap-port", type=int)
     adhoc.add_argument("--imap-tls", choices=TLS_MODES, default="implicit")
+    adhoc.add_argument("--allow-plaintext", action="store_true",
+                       help='log in over tls "none" without a warning (e.g. a loopback server)')
     adhoc.add_argument("--username", help="login name (also the sender address unless --address)")
     adhoc.add_argument("--address", help="sender address (default: --username)")
     adhoc.add_argument("--password-file", help="file holding the password (never pass it as a flag)")
@@ -120,6 +122,8 @@ def adhoc_config(args: argparse.Namespace) -> Config:
             table["port"] = port
         if args.ca_file:
             table["ca_file"] = args.ca_file
+        if args.allow_plaintext:
+            table["allow_plaintext"] = True
     self_account = {"address": address, "username": args.username,
                     "password_file": args.password_file, "smtp": smtp, "imap": imap}
     accounts: dict[str, Any] = {"self": self_account}

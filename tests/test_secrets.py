@@ -209,3 +209,14 @@ def test_token_command_that_closes_stdout_but_lingers(tmp_path: Path) -> None:
 def test_token_command_missing_program() -> None:
     with pytest.raises(SecretError, match="oauth2_token_command no-such-program: cannot start"):
         run_token_command(["/nonexistent/no-such-program"])
+
+
+def test_adhoc_plaintext_warns_unless_allowed(tmp_path: Path) -> None:
+    secret = secret_file(tmp_path, b"pw\n")
+    flags = ["check-config", "--smtp-host", "127.0.0.1", "--smtp-tls", "none", "--imap-host", "127.0.0.1",
+             "--username", "me@example.org", "--password-file", str(secret)]
+    done = run_cli(*flags)
+    assert done.returncode == 0, done.stderr
+    assert '<command line>: accounts.self.smtp: tls = "none": the login crosses the network' in done.stderr
+    done = run_cli(*flags, "--allow-plaintext")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
