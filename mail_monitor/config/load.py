@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from mail_monitor.config import kinds
 from mail_monitor.config import schema as s
@@ -38,6 +38,7 @@ from mail_monitor.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/mail-monitor/config.toml")
 MAX_CONFIG_BYTES = 1024 * 1024
+AnyEndpoint = TypeVar("AnyEndpoint", bound=Endpoint)
 MAX_TABLES = 1000  # accounts, routes, domains: each at most this many
 
 
@@ -122,10 +123,9 @@ def _monitor(ctx: _Context, raw: object) -> MonitorSettings:
                            resolver=DnsServer(*resolver) if resolver else None)
 
 
-def _endpoint(ctx: _Context, raw: object, path: str, kind: str) -> Endpoint:
+def _endpoint_values(ctx: _Context, raw: object, path: str, kind: str) -> dict[str, Any]:
     section = s.SMTP if kind == "smtp" else s.IMAP
-    table = ctx.table(raw, path)
-    values = ctx.read(section, table, path)
+    values = ctx.read(section, ctx.table(raw, path), path)
     if values["port"] is None:
         values["port"] = s.DEFAULT_PORTS[kind][values["tls"]]
     if values["oauth2_token_file"] is not None and values["oauth2_token_command"] is not None:
@@ -137,9 +137,7 @@ def _endpoint(ctx: _Context, raw: object, path: str, kind: str) -> Endpoint:
     if kind == "imap" and values["provider"] == "default" and values["host"].lower().endswith(".gmail.com"):
         ctx.warn(f"{path}.provider", 'a Gmail server: set provider = "gmail" (Gmail deletes and files mail '
                  "differently)")
-    if kind == "imap":
-        return ImapEndpoint(**_fields(values, section))
-    return Endpoint(**_fields(values, section))
+    return _fields(values, section)
 
 
 def _account(ctx: _Context, name: str, raw: object) -> Account:
@@ -149,14 +147,16 @@ def _account(ctx: _Context, name: str, raw: object) -> Account:
     values = ctx.read(s.ACCOUNT, ctx.table(raw, path), path)
     if values["smtp"] is None and values["imap"] is None:
         ctx.fail(path, "expected an smtp or imap table (or both)")
-    smtp = _endpoint(ctx, values["smtp"], f"{path}.smtp", "smtp") if values["smtp"] is not None else None
-    imap = _endpoint(ctx, values["imap"], f"{path}.imap", "imap") if values["imap"] is not None else None
-    endpoints = [e for e in (smtp, imap) if e is not None]
-    if values["password_file"] is None and not all(e.uses_oauth2 for e in endpoints):
+    smtp = imap = None
+    if values["smtp"] is not None:
+        smtp = Endpoint(**_endpoint_values(ctx, values["smtp"], f"{path}.smtp", "smtp"))
+    if values["imap"] is not None:
+        imap = ImapEndpoint(**_endpoint_values(ctx, values["imap"], f"{path}.imap", "imap"))
+    if values["password_file"] is None and not all(e.uses_oauth2 for e in (smtp, imap) if e is not None):
         ctx.fail(f"{path}.password_file", f"missing; expected {s.ACCOUNT['password_file'].kind.expected} "
-                 "(or oauth2_token_file on every endpoint)")
+                 "(or oauth2_token_file or oauth2_token_command on every endpoint)")
     return Account(name=name, address=values["address"], username=values["username"] or values["address"],
-                   password_file=values["password_file"], smtp=smtp, imap=imap)  # type: ignore[arg-type]
+                   password_file=values["password_file"], smtp=smtp, imap=imap)
 
 
 def _valid_name(name: str) -> bool:
@@ -342,7 +342,7 @@ def read_secrets(config: Config) -> Config:
         if file is not None and not os.access(file, os.R_OK):
             ctx.expected(path, "a readable CA file (PEM)", str(file))
 
-    def endpoint(path: str, e: Endpoint | None) -> Endpoint | None:
+    def endpoint(path: str, e: AnyEndpoint | None) -> AnyEndpoint | None:
         if e is None:
             return None
         ca_file(f"{path}.ca_file", e.ca_file)
@@ -353,7 +353,7 @@ def read_secrets(config: Config) -> Config:
         path = f"accounts.{shown_name(name)}"
         accounts[name] = replace(account, password=secret(f"{path}.password_file", account.password_file),
                                  smtp=endpoint(f"{path}.smtp", account.smtp),
-                                 imap=endpoint(f"{path}.imap", account.imap))  # type: ignore[arg-type]
+                                 imap=endpoint(f"{path}.imap", account.imap))
     routes = tuple(replace(r, sender=accounts[r.sender.name], recipient=accounts[r.recipient.name])
                    for r in config.routes)
     ntfy = config.ntfy
