@@ -22,6 +22,8 @@ AUTH_METHODS: tuple[str, ...] = ("spf", "dkim", "dmarc")
 HEARTBEAT_PLACEHOLDERS: tuple[str, ...] = ("event", "exit_code", "status", "ok", "message")
 DEFAULT_BLOCKLISTS: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 
+AS_DEFAULT = object()  # a key's example value: its default
+
 DAY = 86400.0
 HOUR = 3600.0
 INTERVAL = k.Duration(60, 7 * DAY, zero_means="every run")
@@ -37,12 +39,14 @@ class Key:
     default: Any = None
     required: bool = False
     default_doc: str | None = None  # for defaults computed from other keys or the machine
-    example: Any = None  # value shown by ``init``; None: not in the example
+    example: Any = None  # value shown by ``init``: AS_DEFAULT for the default; None: not in the example
     attr: str | None = None  # the dataclass attribute, when it is not ``name``
     value: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "value", None if self.default is None else self.kind.parse(self.default))
+        if self.example is AS_DEFAULT:
+            object.__setattr__(self, "example", self.default)
 
     @property
     def attribute(self) -> str:
@@ -77,22 +81,21 @@ class Section:
 MONITOR = Section("monitor", "[monitor]", "How a run behaves.", (
     Key("state_file", k.FilePath(), "Results between runs; alerts fire only on changes. "
         "A lock file `state.json.lock` sits next to it.",
-        default="/var/lib/mail-monitor/state.json", example="/var/lib/mail-monitor/state.json"),
+        default="/var/lib/mail-monitor/state.json", example=AS_DEFAULT),
     Key("deadline", k.Duration(1, DAY), "A run never lasts longer, whatever the servers do. 10 % of it "
-        "(at most 10 s) is kept for writing state, metrics and alerts.", default="3m", example="3m"),
+        "(at most 10 s) is kept for writing state, metrics and alerts.", default="3m", example=AS_DEFAULT),
     Key("timeout", k.Duration(0.1, HOUR), "Longest wait for any one network step (connect, TLS handshake, "
-        "one command); never longer than `deadline`.", default="30s", example="30s"),
+        "one command); never longer than `deadline`.", default="30s", example=AS_DEFAULT),
     Key("subject_prefix", k.Text("3-64 printable ASCII characters", 64, re.compile(r"(?=.*\S.*\S.*\S)[ -~]{3,64}")),
         "Test mails' subjects start with this. Cleanup only touches mails whose subject starts with it "
-        "**and** that carry the `X-Mail-Monitor-Token` header.", default="[mail-monitor]",
-        example="[mail-monitor]"),
-    Key("delete_test_mail", k.Boolean(), "Delete the test mail once seen.", default=True, example=True),
+        "**and** that carry the `X-Mail-Monitor-Token` header.", default="[mail-monitor]", example=AS_DEFAULT),
+    Key("delete_test_mail", k.Boolean(), "Delete the test mail once seen.", default=True, example=AS_DEFAULT),
     Key("stale_after", k.Duration(60, 30 * DAY), "Delete monitor mails older than this (left behind by runs "
-        "that failed).", default="1h", example="1h"),
+        "that failed).", default="1h", example=AS_DEFAULT),
     Key("cleanup_window", k.Duration(DAY, 365 * DAY), "How far back to look for such mails; older mail is "
-        "never searched, which keeps a run's cost flat in a large mailbox.", default="7d", example="7d"),
+        "never searched, which keeps a run's cost flat in a large mailbox.", default="7d", example=AS_DEFAULT),
     Key("tls_warn_days", k.Integer(0, 3650), "A certificate that expires within this many days is a warning.",
-        default=14, example=14),
+        default=14, example=AS_DEFAULT),
     Key("max_parallel", k.Integer(1, 1000), "Routes checked at the same time. At most 8 connections are being "
         "opened at any moment.", default=50),
     Key("instance", k.EHLO_NAME, "Names this monitor in alert titles and test mails (and is its SMTP EHLO "
@@ -120,7 +123,7 @@ def _endpoint_keys(kind: str, tls_default: str, example_port: int) -> tuple[Key,
         Key("host", k.hostname(), "Server name (checked against its certificate) or IP address.", required=True,
             example="mail.example.com"),
         Key("tls", k.Choice(TLS_MODES), '`"none"` sends the password in clear text: a warning unless '
-            "`allow_plaintext = true`.", default=tls_default, example=tls_default),
+            "`allow_plaintext = true`.", default=tls_default, example=AS_DEFAULT),
         Key("port", k.Integer(1, 65535), "Server port.", default_doc=" / ".join(
             f"{port} ({mode})" for mode, port in ports.items()), example=example_port),
         Key("ca_file", k.FilePath("a PEM file name"), "Trust exactly this CA (PEM) instead of the system store."),
@@ -152,9 +155,8 @@ ROUTE = Section("routes[]", "[[routes]]", "A route: send from one account, expec
     Key("to", k.AccountRef(), "Account that receives (must have `imap`).", required=True, attr="recipient",
         example="self"),
     Key("receive_timeout", k.Duration(1, DAY), "How long to wait before the mail counts as lost (never past "
-        "the run deadline).", default="60s", example="60s"),
-    Key("slow_after", k.Duration(0.001, DAY), "A roundtrip above this is a warning.", default="30s",
-        example="30s"),
+        "the run deadline).", default="60s", example=AS_DEFAULT),
+    Key("slow_after", k.Duration(0.001, DAY), "A roundtrip above this is a warning.", default="30s", example=AS_DEFAULT),
     Key("mode", k.Choice(("sync", "async")), '`"async"`: send now, look for the mail on later runs '
         "(for destinations that take minutes).", default="sync"),
     Key("late_after", k.Duration(60, 30 * DAY), 'Async only: a probe not seen after this is a warning.',
@@ -175,16 +177,16 @@ NTFY = Section("alerts.ntfy", "[alerts.ntfy]", "Push alerts to your phone with n
                "changes.", (
     Key("topic", k.Text("1-64 letters, digits, _ or -", 64, re.compile(r"[A-Za-z0-9_-]{1,64}")),
         "ntfy topic; pick something hard to guess on a public server.", required=True, example="my-mail-alerts"),
-    Key("server", k.URL, "Your ntfy server.", default="https://ntfy.sh", example="https://ntfy.sh"),
+    Key("server", k.URL, "Your ntfy server.", default="https://ntfy.sh", example=AS_DEFAULT),
     Key("token_file", k.SecretFile(), "Access token (`Authorization: Bearer`).",
         example="/run/secrets/ntfy-token"),
     Key("username", k.Text("a user name", 256), "Basic auth instead of a token, with `password_file`."),
     Key("password_file", k.SecretFile(), "Basic auth password."),
     Key("ca_file", k.FilePath("a PEM file name"), "Trust this CA for a self-hosted server."),
     Key("after_failures", k.Integer(1, 1000), "Consecutive failed runs before the failure alert.", default=1,
-        example=1),
+        example=AS_DEFAULT),
     Key("remind_every", k.Duration(60, 30 * DAY, zero_means="never"), "Re-alert while still failing.",
-        default="0", example="0"),
+        default="0", example=AS_DEFAULT),
     Key("click", k.URL, "URL opened when the notification is tapped."),
     Key("dashboard_url", k.URL, "Adds a \"Dashboard\" action button (e.g. your Grafana board)."),
     Key("runbook_url", k.URL, "Adds a \"Runbook\" action button."),
@@ -217,7 +219,7 @@ DOMAIN = Section("domains[]", "[[domains]]", "DNS posture of a domain you send f
 
 BLOCKLISTS = Section("blocklists", "[blocklists]", "DNS blocklists, checked for every sending IP.", (
     Key("zones", k.ListOf(k.domain_name("a DNS zone such as zen.spamhaus.org"), 32, 1),
-        "DNSBL zones to query.", default=list(DEFAULT_BLOCKLISTS), example=list(DEFAULT_BLOCKLISTS)),
+        "DNSBL zones to query.", default=list(DEFAULT_BLOCKLISTS), example=AS_DEFAULT),
     Key("fail_on", k.ListOf(k.domain_name("a DNS zone listed in zones"), 32),
         "A listing in these zones is a failure, not a warning.", default=[], example=["zen.spamhaus.org"]),
     Key("interval", INTERVAL, "Query at most this often.", default="1h"),
@@ -236,7 +238,7 @@ HEARTBEAT = Section("heartbeat", "[heartbeat]", "Tell a dead man's switch (healt
 REPORTS = Section("reports", "[reports]", "Read DMARC aggregate and TLS-RPT reports from a mailbox.", (
     Key("account", k.AccountRef(), "Account (with `imap`) whose mailbox receives the rua reports.",
         required=True, example="self"),
-    Key("folder", k.FOLDER, "Folder the reports arrive in.", default="DMARC", example="DMARC"),
+    Key("folder", k.FOLDER, "Folder the reports arrive in.", default="DMARC", example=AS_DEFAULT),
     Key("done_folder", k.FOLDER, "Move processed reports here.", default_doc="left where they are",
         example="DMARC/done"),
     Key("error_folder", k.FOLDER, "Move unreadable reports here.", default_doc="left where they are"),
