@@ -156,7 +156,8 @@ ROUTE = Section("routes[]", "[[routes]]", "A route: send from one account, expec
         example="self"),
     Key("receive_timeout", k.Duration(1, DAY), "How long to wait before the mail counts as lost (never past "
         "the run deadline).", default="60s", example=AS_DEFAULT),
-    Key("slow_after", k.Duration(0.001, DAY), "A roundtrip above this is a warning.", default="30s", example=AS_DEFAULT),
+    Key("slow_after", k.Duration(0.001, DAY), "A roundtrip above this is a warning.", default="30s",
+        example=AS_DEFAULT),
     Key("mode", k.Choice(("sync", "async")), '`"async"`: send now, look for the mail on later runs '
         "(for destinations that take minutes).", default="sync"),
     Key("late_after", k.Duration(60, 30 * DAY), 'Async only: a probe not seen after this is a warning.',
