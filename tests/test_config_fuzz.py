@@ -123,3 +123,11 @@ def test_every_key_with_every_hostile_value() -> None:
                 check(data)
                 tried += 1
     assert tried > 1500
+
+
+@settings(deadline=None, database=None)
+@given(st.one_of(st.just(0.0), st.floats(min_value=0.001, max_value=365 * 86400)))
+def test_printed_durations_read_back_exactly(seconds: float) -> None:
+    from mail_monitor.config import format_duration, parse_duration
+
+    assert parse_duration(format_duration(seconds)) == seconds

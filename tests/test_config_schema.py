@@ -189,6 +189,11 @@ def test_bounds_are_exact(section: s.Section, key: s.Key) -> None:
         for seconds in (kind.low, kind.high):
             assert kind.parse(seconds) == seconds
             assert kind.parse(kind.render(seconds)) == seconds
+        if kind.zero_means:
+            assert kind.parse(0) == kind.parse("0") == 0 and kind.zero_means in kind.expected
+        else:
+            with pytest.raises(k.Invalid):
+                kind.parse(0)
         below, above = kind.low * 0.999, kind.high + 0.001
         for raw in (below, above, f"{kind.high + 1}s"):
             if kind.zero_means and raw == 0:

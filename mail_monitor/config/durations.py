@@ -33,14 +33,20 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling the parser reads back: "3m", "1d", "1.5s"."""
+    """The shortest spelling the parser reads back: "3m", "1d", "250ms", "1.5s"."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     seconds = float(seconds)
-    if 0 < seconds < 1 and round(seconds * 1000, 6).is_integer():
-        return f"{round(seconds * 1000)}ms"
-    return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds!r}s"
+    if seconds.is_integer():
+        return f"{int(seconds)}s"
+    millis = seconds * 1000
+    if seconds < 1 and millis.is_integer() and parse_duration(f"{int(millis)}ms") == seconds:
+        return f"{int(millis)}ms"
+    text = repr(seconds)
+    if "e" in text:  # below 1e-4 s: never a valid setting, but still no exponent the parser refuses
+        text = f"{seconds:.20f}"
+    return f"{text}s"
 
 
 def human_duration(seconds: float) -> str:
