@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -63,15 +64,30 @@ def wire_forms(secret: str, username: str | None = None) -> tuple[set[str], set[
 
 
 class Scrubber:
-    """Replaces each secret and its wire forms with ``<redacted>``; immutable, cheap to call."""
+    """Replaces each secret and its wire forms with ``<redacted>``; cheap to call, safe to share.
+
+    ``add`` teaches it a secret obtained later (a token a command printed during the
+    run); the pattern is rebuilt and swapped in one assignment, so threads scrubbing
+    at the same time see the old or the new pattern, never a broken one.
+    """
 
     def __init__(self, credentials: Iterable[Credential] = ()) -> None:
-        self._credentials: tuple[tuple[str | None, str], ...] = tuple(
-            (user, secret.reveal() if isinstance(secret, Secret) else secret) for user, secret in credentials
-        )
+        self._lock = threading.Lock()
+        self._credentials: tuple[tuple[str | None, str], ...] = ()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(credentials)
+
+    def add(self, credentials: Iterable[Credential]) -> None:
+        more = tuple((user, secret.reveal() if isinstance(secret, Secret) else secret) for user, secret in credentials)
+        with self._lock:
+            self._credentials += more
+            self._pattern = self._compile(self._credentials)
+
+    @staticmethod
+    def _compile(credentials: Iterable[tuple[str | None, str]]) -> re.Pattern[str] | None:
         plain: set[str] = set()
         encoded: set[str] = set()
-        for user, secret in self._credentials:
+        for user, secret in credentials:
             if secret:
                 more_plain, more_encoded = wire_forms(secret, user)
                 plain |= more_plain
@@ -79,19 +95,14 @@ class Scrubber:
         # Longest first: an alternation takes the first branch that matches, not the longest.
         branches = sorted([(len(f), re.escape(f)) for f in plain]
                           + [(len(f), re.escape(f) + "=*") for f in encoded], reverse=True)
-        self._pattern = re.compile("|".join(b for _, b in branches)) if branches else None
-
-    def extended(self, credentials: Iterable[Credential]) -> Scrubber:
-        """A scrubber that also knows these (e.g. a token fetched by a command during the run)."""
-        return Scrubber([*self._credentials, *credentials])
+        return re.compile("|".join(b for _, b in branches)) if branches else None
 
     def __bool__(self) -> bool:
         return self._pattern is not None
 
     def scrub(self, text: str) -> str:
-        if self._pattern is None:
-            return text
-        return self._pattern.sub(REDACTED, text)
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(REDACTED, text)
 
     __call__ = scrub
 

@@ -68,13 +68,14 @@ def test_longest_secret_wins() -> None:
     assert scrub("x abcdef y abc z") == f"x {REDACTED} y {REDACTED} z"
 
 
-def test_scrub_data_and_extended(scrub: Scrubber) -> None:
+def test_scrub_data_and_add(scrub: Scrubber) -> None:
     data = {"error": f"LOGIN {PASSWORD}", "list": [PASSWORD, 3, None], "nested": {PASSWORD: (PASSWORD,)}}
     assert scrub.scrub_data(data) == {"error": f"LOGIN {REDACTED}", "list": [REDACTED, 3, None],
                                       "nested": {REDACTED: (REDACTED,)}}
-    more = scrub.extended([(USER, "ya29.fresh-token")])
-    assert more("ya29.fresh-token " + PASSWORD) == f"{REDACTED} {REDACTED}"
-    assert scrub("ya29.fresh-token") == "ya29.fresh-token"  # the original is unchanged
+    assert scrub("ya29.fresh-token") == "ya29.fresh-token"
+    scrub.add([(USER, Secret("ya29.fresh-token"))])  # e.g. printed by oauth2_token_command during the run
+    assert scrub("ya29.fresh-token " + PASSWORD) == f"{REDACTED} {REDACTED}"
+    assert scrub(b64(f"user={USER}\x01auth=Bearer ya29.fresh-token\x01\x01")) == REDACTED
 
 
 def test_config_scrubber_knows_every_secret(tmp_path: Path) -> None:

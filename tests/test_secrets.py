@@ -220,3 +220,13 @@ def test_adhoc_plaintext_warns_unless_allowed(tmp_path: Path) -> None:
     assert '<command line>: accounts.self.smtp: tls = "none": the login crosses the network' in done.stderr
     done = run_cli(*flags, "--allow-plaintext")
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_oauth2_token_of_an_endpoint(tmp_path: Path) -> None:
+    from mail_monitor.config import Endpoint, oauth2_token
+
+    assert oauth2_token(Endpoint("h", 587, "starttls")) is None
+    from_file = Endpoint("h", 587, "starttls", oauth2_token_file="/t", oauth2_token=Secret("file-token"))
+    assert oauth2_token(from_file) == Secret("file-token")
+    command = Endpoint("h", 587, "starttls", oauth2_token_command=tuple(script(tmp_path, "print('cmd-token')")))
+    assert oauth2_token(command) == Secret("cmd-token")

@@ -30,6 +30,7 @@ from mail_monitor.config.model import (
     RouteMode,
     TlsMode,
     default_instance,
+    oauth2_token,
 )
 from mail_monitor.config.render import example_config, redacted
 from mail_monitor.config.schema import AUTH_METHODS, DEFAULT_BLOCKLISTS, DEFAULT_PORTS, TLS_MODES
@@ -76,6 +77,7 @@ __all__ = [
     "format_duration",
     "human_duration",
     "load_config",
+    "oauth2_token",
     "parse_config",
     "parse_duration",
     "read_config_file",

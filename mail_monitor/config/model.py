@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from mail_monitor.config import schema as s
 from mail_monitor.config.kinds import IpAddress
-from mail_monitor.config.secrets import Secret
+from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT, Secret, run_token_command
 from mail_monitor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,6 +65,18 @@ class Endpoint:
     def plaintext_warning(self) -> bool:
         """True when a password would cross the network in clear without the user having said so."""
         return self.tls == "none" and not self.allow_plaintext
+
+
+def oauth2_token(endpoint: Endpoint, timeout: float = TOKEN_COMMAND_TIMEOUT) -> Secret | None:
+    """The endpoint's XOAUTH2 access token: read from its file with the config, or from its command, run now.
+
+    None when the endpoint logs in with the account's password. Raises SecretError.
+    """
+    if endpoint.oauth2_token is not None:
+        return endpoint.oauth2_token
+    if endpoint.oauth2_token_command is not None:
+        return run_token_command(endpoint.oauth2_token_command, timeout)
+    return None
 
 
 @dataclass(frozen=True)
