@@ -77,7 +77,7 @@ class Duration(Kind):
         return seconds
 
     def render(self, value: Any) -> Any:
-        return format_duration(value)
+        return "0" if value == 0 and self.zero_means else format_duration(value)
 
 
 @dataclass(frozen=True)
