@@ -222,9 +222,7 @@ def test_hostile_numbers_are_one_line_errors_naming_the_key(section: s.Section, 
     data = minimal()
     table_of(data, section)[key.name] = raw
     message = error_of(data)
-    assert f".{key.name}: expected {key.kind.expected}, got " in message or \
-        message.startswith(f"{SOURCE}: {key.name}") or f"{section.path.split('.')[0]}" in message
-    assert f"expected {key.kind.expected}" in message, message
+    assert f".{key.name}: expected {key.kind.expected}, got " in message, message
     assert len(message) < 400
 
 
