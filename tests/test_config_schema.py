@@ -356,6 +356,8 @@ def test_new_sections_parse_into_typed_values() -> None:
         "example.org", ("mail", "s2._x"), True, 0)
     assert config.blocklists == BlocklistSettings(("zen.spamhaus.org",), ("zen.spamhaus.org",), 7200)
     assert config.heartbeat is not None and config.heartbeat.method == "POST"
+    data["heartbeat"] = {"url": "https://hc-ping.com/uuid/"}
+    assert parse(data).heartbeat == HeartbeatSettings(url="https://hc-ping.com/uuid")
     assert config.reports is not None and config.reports.account is config.accounts["self"]
     assert (config.reports.min_compliance, config.reports.dedup_window) == (0.9, 14 * 86400)
     assert config.postfix_queue == PostfixQueueSettings(True, Path("/etc/postfix"), warn_oldest_age=6 * 3600)

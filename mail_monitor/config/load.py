@@ -265,6 +265,8 @@ def _heartbeat(ctx: _Context, raw: object) -> HeartbeatSettings | None:
     values = ctx.read(s.HEARTBEAT, ctx.table(raw, "heartbeat"), "heartbeat")
     if (values["url"] is None) == (values["url_template"] is None):
         ctx.fail("heartbeat.url", "expected exactly one of url and url_template")
+    if values["url"] is not None:
+        values["url"] = values["url"].rstrip("/")  # "/start" and "/0" are appended
     return HeartbeatSettings(**_fields(values, s.HEARTBEAT))
 
 
