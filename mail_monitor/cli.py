@@ -16,10 +16,11 @@ from mail_monitor.config import (
     DEFAULT_CONFIG_PATH,
     TLS_MODES,
     Config,
-    format_duration,
     human_duration,
     load_config,
     parse_config,
+    read_secrets,
+    redacted,
 )
 from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
@@ -50,6 +51,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     adhoc.add_argument("--imap-host")
     adhoc.add_argument("--imap-port", type=int)
     adhoc.add_argument("--imap-tls", choices=TLS_MODES, default="implicit")
+    adhoc.add_argument("--allow-plaintext", action="store_true",
+                       help='log in over tls "none" without a warning (e.g. a loopback server)')
     adhoc.add_argument("--username", help="login name (also the sender address unless --address)")
     adhoc.add_argument("--address", help="sender address (default: --username)")
     adhoc.add_argument("--password-file", help="file holding the password (never pass it as a flag)")
@@ -119,6 +122,8 @@ def adhoc_config(args: argparse.Namespace) -> Config:
             table["port"] = port
         if args.ca_file:
             table["ca_file"] = args.ca_file
+        if args.allow_plaintext:
+            table["allow_plaintext"] = True
     self_account = {"address": address, "username": args.username,
                     "password_file": args.password_file, "smtp": smtp, "imap": imap}
     accounts: dict[str, Any] = {"self": self_account}
@@ -141,7 +146,7 @@ def adhoc_config(args: argparse.Namespace) -> Config:
         if args.ntfy_token_file:
             ntfy["token_file"] = args.ntfy_token_file
         data["alerts"] = {"ntfy": ntfy}
-    config = parse_config(data, "<command line>")
+    config = read_secrets(parse_config(data, "<command line>"))
     if not args.state_file:
         config = _without_state(config)
     return config
@@ -154,70 +159,16 @@ def _without_state(config: Config) -> Config:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
+    """The configuration from flags or file; its warnings (plain-text logins, ...) go to the log."""
     if _adhoc_requested(args):
         if args.config:
             raise ConfigError("<command line>: use either --config or the ad-hoc flags, not both")
-        return adhoc_config(args)
-    path = args.config or Path(os.environ.get("MAIL_MONITOR_CONFIG") or DEFAULT_CONFIG_PATH)
-    return load_config(path)
-
-
-def redacted(config: Config) -> dict[str, Any]:
-    """The resolved configuration as plain data: secret file paths, never secret values."""
-
-    def endpoint(e: Any) -> dict[str, Any] | None:
-        if e is None:
-            return None
-        out = {"host": e.host, "port": e.port, "tls": e.tls}
-        if e.ca_file:
-            out["ca_file"] = str(e.ca_file)
-        if hasattr(e, "extra_folders"):
-            out["extra_folders"] = list(e.extra_folders)
-        return out
-
-    m = config.monitor
-    data: dict[str, Any] = {
-        "monitor": {
-            "state_file": str(m.state_file) if m.state_file else "",
-            "deadline": format_duration(m.deadline),
-            "timeout": format_duration(m.timeout),
-            "subject_prefix": m.subject_prefix,
-            "delete_test_mail": m.delete_test_mail,
-            "stale_after": format_duration(m.stale_after),
-            "cleanup_window": format_duration(m.cleanup_window),
-            "tls_warn_days": int(m.tls_warn_days),
-            "max_parallel": m.max_parallel,
-            "instance": m.instance,
-        },
-        "accounts": {},
-        "routes": [
-            {"name": r.name, "from": r.sender.name, "to": r.recipient.name,
-             "receive_timeout": format_duration(r.receive_timeout),
-             "slow_after": format_duration(r.slow_after)}
-            for r in config.routes
-        ],
-    }
-    for name, account in config.accounts.items():
-        entry: dict[str, Any] = {"address": account.address, "username": account.username,
-                                 "password_file": account.password_file}
-        for kind in ("smtp", "imap"):
-            rendered = endpoint(getattr(account, kind))
-            if rendered is not None:
-                entry[kind] = rendered
-        data["accounts"][name] = entry
-    if config.ntfy is not None:
-        n = config.ntfy
-        ntfy: dict[str, Any] = {"server": n.server, "topic": n.topic, "after_failures": n.after_failures,
-                                "remind_every": format_duration(n.remind_every)}
-        for key in ("token_file", "username", "password_file", "click"):
-            if getattr(n, key):
-                ntfy[key] = getattr(n, key)
-        if n.ca_file:
-            ntfy["ca_file"] = str(n.ca_file)
-        data["alerts"] = {"ntfy": ntfy}
-    if config.metrics_textfile:
-        data["metrics"] = {"textfile": str(config.metrics_textfile)}
-    return data
+        config = adhoc_config(args)
+    else:
+        config = load_config(args.config or Path(os.environ.get("MAIL_MONITOR_CONFIG") or DEFAULT_CONFIG_PATH))
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    return config
 
 
 # --------------------------------------------------------------------------- commands
@@ -233,7 +184,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from mail_monitor.example import example_config
+    from mail_monitor.config import example_config
 
     text = example_config()
     if args.path is None:

@@ -53,7 +53,9 @@ def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5 minutes", "-1s", "1w", True, -3, [1]])
+@pytest.mark.parametrize("text", ["", "5 minutes", "-1s", "1w", True, -3, [1], float("nan"), float("inf"),
+                                  -float("inf"), 10**400, 10**15, "1e3", "inf", "nan", "1" * 5000 + "s"],
+                         ids=lambda v: str(v)[:20])
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -81,11 +83,11 @@ def test_defaults_and_resolution(tmp_path: Path, password_file: Path) -> None:
         ('to = "self"', 'to = "slef"',
          'routes[0].to: expected the name of an [accounts.NAME] table (did you mean "self"?)'),
         ('smtp = { host = "mail.example.com" }', 'smtp = { host = "mail.example.com", port = "587" }',
-         "accounts.self.smtp.port: expected an integer from 1 to 65535, got '587'"),
+         "accounts.self.smtp.port: expected an integer from 1 to 65535, got \"587\""),
         ('smtp = { host = "mail.example.com" }', 'smtp = { host = "mail.example.com", tls = "ssl" }',
          'accounts.self.smtp.tls: expected one of "starttls", "implicit", "none"'),
         ('address = "monitor@example.com"', 'address = "monitor"', "accounts.self.address: expected an e-mail address"),
-        ('name = "self"', 'name = "my route"', "routes[0].name: expected letters, digits"),
+        ('name = "self"', 'name = "my route"', "routes[0].name: expected 1-64 letters, digits"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(tmp_path: Path, password_file: Path, old: str, new: str,
@@ -160,7 +162,8 @@ def test_check_config_prints_resolved_config_without_secrets(tmp_path: Path, pas
     assert SECRET not in done.stdout + done.stderr
     resolved = tomllib.loads(done.stdout)
     assert resolved["accounts"]["self"]["password_file"] == str(password_file)
-    assert resolved["accounts"]["self"]["smtp"] == {"host": "mail.example.com", "port": 587, "tls": "starttls"}
+    assert resolved["accounts"]["self"]["smtp"] == {"host": "mail.example.com", "port": 587, "tls": "starttls",
+                                                      "allow_plaintext": False}
     assert resolved["routes"][0]["receive_timeout"] == "90s"
 
 

@@ -147,7 +147,7 @@ class RouteChecks:
             raise _connect_failed(handshake, exc, ctx) from None
         try:
             handshake = _with_certificate(handshake, session.certificate)
-            session.login(account.username, account.password)
+            session.login(account.username, account.require_password())
             session.prepare(endpoint.extra_folders)
         except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
             session.close()
@@ -165,7 +165,7 @@ class RouteChecks:
             raise _connect_failed(handshake, exc, ctx) from None
         try:
             handshake = _with_certificate(handshake, session.certificate)
-            session.login(account.username, account.password)
+            session.login(account.username, account.require_password())
         except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
             session.close()
             raise CheckFailed(_describe(exc, ctx), handshake) from None
