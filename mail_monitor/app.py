@@ -34,7 +34,8 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
     deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
     store = StateStore(config.monitor.state_file) if use_state and config.monitor.state_file else None
     previous = _previous(config, store)
-    result = run_checks(config, deadline, carried=previous.last_results(), history=previous.history())
+    result = run_checks(config, deadline, carried=previous.last_results(), history=previous.history(),
+                        scrub=config.scrubber())
     errors: list[str] = []
     try:
         state = record(config, result, store, deadline, notify)

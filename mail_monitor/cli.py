@@ -166,6 +166,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
         config = adhoc_config(args)
     else:
         config = load_config(args.config or Path(os.environ.get("MAIL_MONITOR_CONFIG") or DEFAULT_CONFIG_PATH))
+    from mail_monitor.redact import scrub_handlers
+
+    # From here on no log line can carry a secret, whoever wrote it (a server's echo too).
+    scrub_handlers(config.scrubber())
     for warning in config.warnings:
         log.warning("%s", warning)
     return config

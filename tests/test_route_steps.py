@@ -194,3 +194,19 @@ def test_many_routes_into_one_mailbox_respect_its_session_limit() -> None:
 
 def _never() -> object:
     raise AssertionError("missing check")
+
+
+def test_a_server_echoing_the_password_never_gets_it_into_a_result() -> None:
+    cfg = config()
+    echo = ImapLoginError('login refused: NO [AUTHENTICATIONFAILED] LOGIN monitor@example.org "pw-s3cret!"')
+    world = World(imap_login_error=echo)
+    cfg = replace(cfg, accounts={"self": replace(cfg.accounts["self"], password=Secret("pw-s3cret!"))})
+    sessions = Sessions(imap=lambda e, d: FakeImap(world, e, d),  # type: ignore[arg-type,return-value]
+                        smtp=lambda e, d, n: FakeSmtp(world, e, d, n))  # type: ignore[arg-type,return-value]
+    cfg = replace(cfg, routes=tuple(replace(r, sender=cfg.accounts["self"], recipient=cfg.accounts["self"])
+                                    for r in cfg.routes))
+    steps = list(route_steps(cfg, History(), sessions))
+    results = Engine(describe=describe_error, scrub=cfg.scrubber()).run(steps, Deadline(30.0))
+    login = next(r for r in results if r.name == "imap_auth")
+    assert login.outcome is Outcome.FAILED
+    assert "pw-s3cret!" not in login.message and "<redacted>" in login.message

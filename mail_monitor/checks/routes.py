@@ -333,8 +333,7 @@ class RouteChecks:
 
 
 def _handshake(protocol: str, endpoint: Endpoint) -> Handshake:
-    return Handshake(protocol, endpoint.label, endpoint.tls,
-                     allow_plaintext=bool(getattr(endpoint, "allow_plaintext", False)))
+    return Handshake(protocol, endpoint.label, endpoint.tls, allow_plaintext=endpoint.allow_plaintext)
 
 
 def _with_certificate(handshake: Handshake, certificate: Certificate | None) -> Handshake:
