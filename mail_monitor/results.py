@@ -196,8 +196,16 @@ class TlsReport:
     certificates: tuple[Certificate, ...] = ()
 
 
-Detail = Handshake | Submission | Arrival | Collection | CleanupReport | TlsReport
-D = TypeVar("D", Handshake, Submission, Arrival, Collection, CleanupReport, TlsReport)
+# Every detail type, one per line: outputs find them by type, the state file by name.
+Detail = (
+    Handshake
+    | Submission
+    | Arrival
+    | Collection
+    | CleanupReport
+    | TlsReport
+)
+D = TypeVar("D", bound=Detail)
 DETAIL_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Detail)}
 
 
