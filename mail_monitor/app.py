@@ -23,6 +23,7 @@ from mail_monitor.output import render
 from mail_monitor.results import CheckResult, RunResult
 
 if TYPE_CHECKING:
+    from mail_monitor.ntfy import CardSettings
     from mail_monitor.state import State, StateStore
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
             from mail_monitor.ntfy import deliver
 
             before = len(state.queue)
-            state.queue = deliver(state.queue, ntfy, result.instance, deadline)
+            state.queue = deliver(state.queue, ntfy, result.instance, deadline, card=ntfy_card(config))
             state.alerts_sent_total += before - len(state.queue)
             if store is not None and save_error is None:
                 try:
@@ -120,3 +121,18 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
         if save_error is not None:
             raise save_error
     return state
+
+
+# --------------------------------------------------------------------------- adapters
+# Settings whose keys config.py does not parse yet. Replace at merge with plain
+# attribute reads once Config / NtfySettings carry them.
+
+
+def ntfy_card(config: Config) -> CardSettings:
+    """ADAPTER: ``[alerts.ntfy] dashboard_url, runbook_url, email`` (optional strings)."""
+    from mail_monitor.ntfy import CardSettings
+
+    ntfy = config.ntfy
+    return CardSettings(dashboard_url=getattr(ntfy, "dashboard_url", None),
+                        runbook_url=getattr(ntfy, "runbook_url", None),
+                        email=getattr(ntfy, "email", None))
