@@ -23,6 +23,7 @@ from mail_monitor.output import render
 from mail_monitor.results import CheckResult, RunResult
 
 if TYPE_CHECKING:
+    from mail_monitor.heartbeat import Heartbeat, HeartbeatSettings
     from mail_monitor.ntfy import CardSettings
     from mail_monitor.state import State, StateStore
 
@@ -30,9 +31,21 @@ log = logging.getLogger(__name__)
 
 
 def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: bool = True) -> int:
+    deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
+    heartbeat = _heartbeat(config, deadline)
+    if heartbeat is not None:
+        heartbeat.begin()
+    final = _run(config, deadline, fmt, notify, use_state)
+    if heartbeat is not None:
+        from mail_monitor.heartbeat import summary
+
+        heartbeat.end(int(final.status), summary(final.status.label, [c.label for c in final.failing()]))
+    return int(final.status)
+
+
+def _run(config: Config, deadline: Deadline, fmt: str, notify: bool, use_state: bool) -> RunResult:
     from mail_monitor.state import StateStore
 
-    deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
     store = StateStore(config.monitor.state_file) if use_state and config.monitor.state_file else None
     result = run_checks(config, deadline, carried=_carried(config, store))
     errors: list[str] = []
@@ -58,7 +71,16 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
     final = dataclasses.replace(result, errors=tuple(errors))
     sys.stdout.write(render(final, fmt))
     sys.stdout.flush()
-    return int(final.status)
+    return final
+
+
+def _heartbeat(config: Config, deadline: Deadline) -> Heartbeat | None:
+    settings = heartbeat_settings(config)
+    if settings is None:
+        return None
+    from mail_monitor.heartbeat import Heartbeat
+
+    return Heartbeat(settings, deadline)
 
 
 def _carried(config: Config, store: StateStore | None) -> dict[str, CheckResult]:
@@ -136,3 +158,9 @@ def ntfy_card(config: Config) -> CardSettings:
     return CardSettings(dashboard_url=getattr(ntfy, "dashboard_url", None),
                         runbook_url=getattr(ntfy, "runbook_url", None),
                         email=getattr(ntfy, "email", None))
+
+
+def heartbeat_settings(config: Config) -> HeartbeatSettings | None:
+    """ADAPTER: ``[heartbeat] url | url_template, method, token_file, ca_file, timeout``."""
+    settings: HeartbeatSettings | None = getattr(config, "heartbeat", None)
+    return settings
