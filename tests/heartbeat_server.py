@@ -7,11 +7,13 @@ records each request (method, path, query, headers) and answers ``status``, or w
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Ping:
 class FakeHeartbeat:
     status: int = 200
     hang: bool = False
+    tls: tuple[Path, Path] | None = None  # certificate chain and key: serve HTTPS
     pings: list[Ping] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -52,7 +55,13 @@ class FakeHeartbeat:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from heartbeat_server import FakeHeartbeat
+from mailstack import CertificateAuthority
 
 from mail_monitor.config import Secret
 from mail_monitor.deadline import Deadline
@@ -117,3 +119,18 @@ def test_summary_names_failing_checks_and_stays_short() -> None:
     assert summary("OK", []) == "OK"
     assert summary("CRITICAL", ["self/receive"]) == "CRITICAL: self/receive failed"
     assert len(summary("CRITICAL", [f"route{i}/receive" for i in range(50)])) == 200
+
+
+def test_ca_file_is_trusted_even_when_the_environment_names_another_bundle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private = CertificateAuthority(tmp_path / "private", name="heartbeat private CA")
+    other = CertificateAuthority(tmp_path / "other", name="unrelated CA")
+    server = FakeHeartbeat(tls=private.issue("kuma", names=("localhost",), ips=("127.0.0.1",)))
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other.ca_file))
+        template = f"{server.url}/api/push/T?status={{status}}"
+        assert Heartbeat(HeartbeatSettings(url_template=template, ca_file=private.ca_file), Deadline(20)).end(0, "")
+        assert not Heartbeat(HeartbeatSettings(url_template=template), Deadline(20)).end(0, "")
+        assert len(server.pings) == 1
+    finally:
+        server.stop()
