@@ -5,6 +5,9 @@ failed check). The failure alert goes out once ``after_failures`` failed runs ar
 row; after that only changes (another check breaks, one heals), reminders when asked
 for, and one recovery alert when every check passes again. Warnings (spam folder, slow
 delivery, certificate expiring) are left to metrics and ``status``: they are not outages.
+
+Every alert of an incident carries the incident's random id, so ntfy shows the whole
+incident as one card. Messages are Markdown, one line per failing check.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
@@ -22,6 +26,7 @@ from mail_monitor.results import (
     PendingProbe,
     RunResult,
     Subject,
+    SubjectKind,
     Submission,
     detail_to_json,
 )
@@ -33,6 +38,11 @@ PENDING_KEEP = 7 * 86400.0
 MAX_PENDING = 200
 PRIORITY_DEFAULT = 3
 PRIORITY_HIGH = 4
+PRIORITY_URGENT = 5
+# A route whose mail cannot be submitted, delivered or read: mail is not getting through.
+# Other failures (an invalid certificate on its own, a domain's DNS record) are urgent
+# enough for priority 4; cleanup fails only as a warning and never alerts.
+UNDELIVERED = frozenset({"smtp_auth", "send", "receive", "imap_auth"})
 MAX_QUEUE = 500  # undelivered alerts kept; beyond that the oldest reminders go first
 
 
@@ -163,13 +173,33 @@ def _new_alert(state: State, kind: str, title: str, message: str, priority: int,
                now: float) -> Alert:
     incident = state.incident.id if state.incident is not None else ""
     alert = Alert(id=f"{state.next_alert}", kind=kind, title=title, message=message,
-                  priority=priority, tags=tags, created=now, sequence_id=incident)
+                  priority=priority, tags=tags, created=now, sequence_id=incident, markdown=True)
     state.next_alert += 1
     return alert
 
 
+def mail_not_delivered(problems: dict[str, CheckResult]) -> bool:
+    return any(check.subject.kind is SubjectKind.ROUTE and check.name in UNDELIVERED
+               for check in problems.values())
+
+
+def _priority(problems: dict[str, CheckResult]) -> int:
+    return PRIORITY_URGENT if mail_not_delivered(problems) else PRIORITY_HIGH
+
+
+# Markup within a line (the lines themselves start with "- "); an underscore inside a
+# word (smtp_auth) is never emphasis, so only those at a word's edge are escaped.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def markdown_escape(text: str) -> str:
+    """Server text shown as typed: ``*``, ``[``, ``<`` in an error never turn into markup."""
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
 def _lines(problems: dict[str, CheckResult]) -> str:
-    return "\n".join(f"• {check.label}: {check.message or 'failed'}" for _, check in sorted(problems.items()))
+    return "\n".join(f"- **{markdown_escape(check.label)}**: {markdown_escape(check.message or 'failed')}"
+                     for _, check in sorted(problems.items()))
 
 
 def _routes(problems: dict[str, CheckResult]) -> str:
@@ -192,7 +222,7 @@ def _failure(state: State, result: RunResult, problems: dict[str, CheckResult], 
     title = f"Mail broken on {result.instance}: {_routes(problems)}"
     runs = state.consecutive_failed_runs
     suffix = f"\n\nFailing for {runs} runs in a row." if runs > 1 else ""
-    return _new_alert(state, "failure", title, _lines(problems) + suffix, PRIORITY_HIGH,
+    return _new_alert(state, "failure", title, _lines(problems) + suffix, _priority(problems),
                       ["rotating_light"], now)
 
 
@@ -200,17 +230,17 @@ def _update(state: State, result: RunResult, problems: dict[str, CheckResult], b
             now: float) -> Alert:
     healed = sorted(set(before) - set(problems))
     title = f"Mail still broken on {result.instance}, changed: {_routes(problems)}"
-    message = "Now failing:\n" + _lines(problems)
+    message = "Now failing:\n\n" + _lines(problems)
     if healed:
-        message += "\n\nWorking again: " + _labels(healed)
-    return _new_alert(state, "update", title, message, PRIORITY_HIGH, ["warning"], now)
+        message += "\n\nWorking again: " + markdown_escape(_labels(healed))
+    return _new_alert(state, "update", title, message, _priority(problems), ["warning"], now)
 
 
 def _reminder(state: State, result: RunResult, problems: dict[str, CheckResult], now: float) -> Alert:
     assert state.incident is not None
     since = human_duration(now - state.incident.since)
     title = f"Mail still broken on {result.instance} for {since}: {_routes(problems)}"
-    return _new_alert(state, "reminder", title, _lines(problems), PRIORITY_HIGH, ["repeat"], now)
+    return _new_alert(state, "reminder", title, _lines(problems), _priority(problems), ["repeat"], now)
 
 
 def _recovery(state: State, result: RunResult, incident: Incident, now: float) -> Alert:
@@ -220,7 +250,7 @@ def _recovery(state: State, result: RunResult, incident: Incident, now: float) -
              if (arrival := r.arrival()) is not None]
     message = f"All checks pass again after {outage} (broken since {started})."
     if trips:
-        message += "\nRoundtrip: " + ", ".join(trips)
+        message += "\n\nRoundtrip: " + markdown_escape(", ".join(trips))
     return _new_alert(state, "recovery", f"Mail recovered on {result.instance}", message,
                       PRIORITY_DEFAULT, ["white_check_mark"], now)
 

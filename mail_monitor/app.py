@@ -23,15 +23,29 @@ from mail_monitor.output import render
 from mail_monitor.results import RunResult
 
 if TYPE_CHECKING:
+    from mail_monitor.heartbeat import Heartbeat, HeartbeatSettings
+    from mail_monitor.ntfy import CardSettings
     from mail_monitor.state import State, StateStore
 
 log = logging.getLogger(__name__)
 
 
 def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: bool = True) -> int:
+    deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
+    heartbeat = _heartbeat(config, deadline)
+    if heartbeat is not None:
+        heartbeat.begin()
+    final = _run(config, deadline, fmt, notify, use_state)
+    if heartbeat is not None:
+        from mail_monitor.heartbeat import summary
+
+        heartbeat.end(int(final.status), summary(final.status.label, [c.label for c in final.failing()]))
+    return int(final.status)
+
+
+def _run(config: Config, deadline: Deadline, fmt: str, notify: bool, use_state: bool) -> RunResult:
     from mail_monitor.state import StateStore
 
-    deadline = Deadline(config.monitor.deadline, config.monitor.timeout)
     store = StateStore(config.monitor.state_file) if use_state and config.monitor.state_file else None
     previous = _previous(config, store)
     result = run_checks(config, deadline, carried=previous.last_results(), history=previous.history(),
@@ -59,7 +73,16 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
     final = dataclasses.replace(result, errors=tuple(errors))
     sys.stdout.write(render(final, fmt))
     sys.stdout.flush()
-    return int(final.status)
+    return final
+
+
+def _heartbeat(config: Config, deadline: Deadline) -> Heartbeat | None:
+    settings = heartbeat_settings(config)
+    if settings is None:
+        return None
+    from mail_monitor.heartbeat import Heartbeat
+
+    return Heartbeat(settings, deadline)
 
 
 def _previous(config: Config, store: StateStore | None) -> State:
@@ -118,7 +141,7 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
             from mail_monitor.ntfy import deliver
 
             before = len(state.queue)
-            state.queue = deliver(state.queue, ntfy, result.instance, deadline)
+            state.queue = deliver(state.queue, ntfy, result.instance, deadline, card=ntfy_card(config))
             state.alerts_sent_total += before - len(state.queue)
             if store is not None and save_error is None:
                 try:
@@ -128,3 +151,27 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
         if save_error is not None:
             raise save_error
     return state
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def ntfy_card(config: Config) -> CardSettings:
+    """How an alert's card looks beyond its text: buttons and the e-mail copy."""
+    from mail_monitor.ntfy import CardSettings
+
+    ntfy = config.ntfy
+    if ntfy is None:
+        return CardSettings()
+    return CardSettings(dashboard_url=ntfy.dashboard_url, runbook_url=ntfy.runbook_url, email=ntfy.email)
+
+
+def heartbeat_settings(config: Config) -> HeartbeatSettings | None:
+    """``[heartbeat]`` for the pinger; each request is bounded by the step timeout as well."""
+    if config.heartbeat is None:
+        return None
+    from mail_monitor.heartbeat import HeartbeatSettings
+
+    beat = config.heartbeat
+    return HeartbeatSettings(url=beat.url, url_template=beat.url_template, method=beat.method, token=beat.token,
+                             timeout=min(10.0, config.monitor.timeout))

@@ -268,6 +268,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
+    from mail_monitor.app import ntfy_card
     from mail_monitor.deadline import Deadline
     from mail_monitor.ntfy import notify_test
 
@@ -275,7 +276,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     if config.ntfy is None:
         raise UsageError(f"{config.source}: alerts.ntfy: not configured; nothing to test")
     deadline = Deadline(max(config.ntfy.timeout * (config.ntfy.retries + 1) + 10, 30), config.ntfy.timeout)
-    delivery = notify_test(config.ntfy, config.monitor.instance, deadline)
+    delivery = notify_test(config.ntfy, config.monitor.instance, deadline, card=ntfy_card(config))
     target = f"{config.ntfy.server}/{config.ntfy.topic}"
     if delivery.ok:
         print(f"sent a test notification to {target}: server answered {delivery.status}")

@@ -68,7 +68,8 @@ class Alert:
     created: float
     attempts: int = 0
     last_error: str = ""
-    sequence_id: str = ""  # ntfy's card of the incident: updates replace it
+    sequence_id: str = ""  # the incident's id: ntfy's card of the incident, which updates replace
+    markdown: bool = False  # the message is Markdown (alerts queued by older versions are plain text)
 
 
 @dataclass

@@ -3,16 +3,21 @@
 It accepts ``POST /`` with a JSON body carrying ``topic`` (as ntfy.sh does), checks
 Bearer or Basic auth when configured, answers like ntfy (200 with the message as JSON;
 errors as ``{"code", "http", "error"}``), and records every request it received.
+With ``tls`` (a certificate and key file) it serves HTTPS. Like a real ntfy server, it
+ignores JSON fields it does not know, and refuses ``email`` unless ``email_enabled``
+(ntfy answers 400 with code 40001 when it has no SMTP server configured).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -31,7 +36,10 @@ class Received:
 class FakeNtfy:
     token: str | None = None
     basic: tuple[str, str] | None = None
-    mode: str = "ok"  # ok, 500, 429, 401, hang
+    mode: str = "ok"  # ok, 500, 429, 408, hang
+    tls: tuple[Path, Path] | None = None  # certificate chain and key: serve HTTPS
+    email_enabled: bool = True
+    failures: int | None = None  # with a failing mode: fail this many times, then accept
     requests: list[Received] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)
 
@@ -49,7 +57,9 @@ class FakeNtfy:
                 if fake.mode == "hang":
                     time.sleep(30)
                     return
-                if fake.mode in ("500", "429"):
+                if fake.mode in ("500", "429", "408") and (fake.failures is None or fake.failures > 0):
+                    if fake.failures is not None:
+                        fake.failures -= 1
                     self._error(int(fake.mode), "simulated failure")
                     return
                 if not fake._authorized(self.headers.get("Authorization")):
@@ -63,12 +73,15 @@ class FakeNtfy:
                 if self.path != "/" or not isinstance(message, dict) or not message.get("topic"):
                     self._error(400, "invalid request: topic missing")
                     return
+                if message.get("email") and not fake.email_enabled:
+                    self._error(400, "e-mail notifications are not enabled", code=40001)
+                    return
                 fake.accepted.append(message)
                 reply = {"id": f"m{len(fake.accepted)}", "time": int(time.time()), "event": "message", **message}
                 self._send(200, reply)
 
-            def _error(self, code: int, text: str) -> None:
-                self._send(code, {"code": code * 100 + 1, "http": code, "error": text})
+            def _error(self, status: int, text: str, code: int | None = None) -> None:
+                self._send(status, {"code": code or status * 100 + 1, "http": status, "error": text})
 
             def _send(self, code: int, data: dict[str, Any]) -> None:
                 raw = json.dumps(data).encode()
@@ -80,7 +93,13 @@ class FakeNtfy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -46,9 +46,9 @@ def test_first_run_already_failing_alerts() -> None:
     state, kinds = sequence(AlertPolicy(), run(T0, "smtp_auth"))
     assert kinds == [["failure"]]
     alert = state.queue[0]
-    assert alert.priority == 4 and alert.tags == ["rotating_light"]
+    assert alert.priority == 5 and alert.tags == ["rotating_light"]  # no mail leaves: urgent
     assert alert.title == "Mail broken on mx1: self"
-    assert "self/smtp_auth: smtp_auth broke" in alert.message
+    assert alert.message == "- **self/smtp_auth**: smtp_auth broke" and alert.markdown
 
 
 def test_outage_alerts_once_then_recovers_once_with_duration() -> None:
@@ -135,3 +135,48 @@ def test_state_round_trips_through_json() -> None:
     again = State.from_json(state.to_json())
     assert again.to_json() == state.to_json()
     assert again.queue[1].kind == "update" and again.incident is not None
+
+
+def test_priority_5_only_when_mail_is_not_delivered() -> None:
+    for check in ("imap_auth", "smtp_auth", "send", "receive"):
+        state, _ = sequence(AlertPolicy(), run(T0, check))
+        assert state.queue[0].priority == 5, check
+    state, kinds = sequence(AlertPolicy(), run(T0, "tls"), run(T0 + MINUTE, "tls", "receive"),
+                            run(T0 + 2 * MINUTE, "tls"), run(T0 + 3 * MINUTE))
+    assert kinds == [["failure"], ["update"], ["update"], ["recovery"]]
+    assert [a.priority for a in state.queue] == [4, 5, 4, 3]
+
+
+def test_a_domain_check_failing_is_not_undelivered_mail() -> None:
+    checks = (CheckResult(Subject.domain("example.org"), "receive", Outcome.FAILED, 0.1, "no record"),
+              CheckResult(Subject.route("self"), "receive", Outcome.OK, 0.1))
+    state, _ = evaluate(State(), RunResult(T0, 1.0, checks, instance="mx1"), AlertPolicy(), T0)
+    assert state.queue[0].priority == 4
+
+
+def test_one_incident_one_sequence_id_never_reused() -> None:
+    state, kinds = sequence(AlertPolicy(remind_every=MINUTE), run(T0, "send"), run(T0 + 2 * MINUTE, "send"),
+                            run(T0 + 3 * MINUTE, "send", "tls"), run(T0 + 4 * MINUTE))
+    assert kinds == [["failure"], ["reminder"], ["update"], ["recovery"]]
+    first = {a.sequence_id for a in state.queue}
+    assert len(first) == 1 and len(first.pop()) == 16
+    again, _ = sequence(AlertPolicy(), run(T0 + 5 * MINUTE, "send"), run(T0 + 6 * MINUTE), state=state)
+    # A fresh state (file deleted, or moved aside as corrupt) starts its ids at 1 again;
+    # the incident id must still differ, or ntfy would replace the old incident's card.
+    reset, _ = sequence(AlertPolicy(), run(T0 + 7 * MINUTE, "send"))
+    ids = [a.sequence_id for a in state.queue[:1] + again.queue[4:] + reset.queue]
+    assert [a.id for a in reset.queue] == ["1"] == [state.queue[0].id]
+    assert len(set(ids)) == 3, ids
+
+
+def test_markdown_body_one_line_per_failing_check_escapes_server_text() -> None:
+    route = Subject.route("self")
+    checks = (CheckResult(route, "smtp_auth", Outcome.FAILED, 0.1, "535 *denied* see [here](http://x) <b>"),
+              CheckResult(route, "imap_auth", Outcome.FAILED, 0.1, "NO _login_ failed"),
+              CheckResult(route, "tls", Outcome.FAILED, 0.1, "certificate expired"))
+    state, _ = evaluate(State(), RunResult(T0, 1.0, checks, instance="mx1"), AlertPolicy(), T0)
+    assert state.queue[0].message.splitlines() == [
+        "- **self/imap_auth**: NO \\_login\\_ failed",
+        "- **self/smtp_auth**: 535 \\*denied\\* see \\[here\\](http://x) \\<b\\>",
+        "- **self/tls**: certificate expired",
+    ]

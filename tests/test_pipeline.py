@@ -107,7 +107,8 @@ def test_outage_gives_one_failure_and_one_recovery_alert(stack, secrets_dir, tmp
     assert code == 2
     assert len(ntfy.accepted) == 1
     failure = ntfy.accepted[0]
-    assert failure["topic"] == "mail-alerts" and failure["priority"] == 4
+    assert failure["topic"] == "mail-alerts" and failure["priority"] == 5  # mail is not getting through
+    assert failure["markdown"] is True and failure["sequence_id"].startswith("mail-monitor-mx-test-")
     assert failure["tags"] == ["rotating_light"]
     assert failure["title"] == "Mail broken on mx-test: self"
     assert "self/imap_auth" in failure["message"] and "self/smtp_auth" in failure["message"]
@@ -125,6 +126,7 @@ def test_outage_gives_one_failure_and_one_recovery_alert(stack, secrets_dir, tmp
     assert recovery["priority"] == 3 and recovery["tags"] == ["white_check_mark"]
     assert recovery["title"] == "Mail recovered on mx-test"
     assert "All checks pass again after" in recovery["message"]
+    assert recovery["sequence_id"] == failure["sequence_id"]  # replaces the failure's card
     code, _ = setup.run()
     assert code == 0 and len(ntfy.accepted) == 2
 
@@ -159,7 +161,7 @@ def test_alert_survives_ntfy_outage_and_is_sent_once(stack, secrets_dir, tmp_pat
     assert code == 0
     # The queued failure goes first, then the recovery: in order, each once.
     assert [a["tags"] for a in ntfy.accepted] == [["rotating_light"], ["white_check_mark"]]
-    assert ntfy.accepted[0]["sequence_id"] != ntfy.accepted[1]["sequence_id"]
+    assert ntfy.accepted[0]["sequence_id"] == ntfy.accepted[1]["sequence_id"]  # one incident, one card
     setup.run()
     assert len(ntfy.accepted) == 2
     assert setup.state_data()["queue"] == []

@@ -101,3 +101,50 @@ def test_warnings_spam_and_queued_alerts_are_counted_not_stuck_at_zero():
     assert got["mail_monitor_alerts_queued"] == 1.0  # the failure alert waits for delivery
     assert got["mail_monitor_status"] == 2.0
     assert not any(name.startswith("mail_monitor_host_check") for name in got)  # nothing configured there
+
+
+def documented_query(heading: str) -> str:
+    """The PromQL under a ``# heading`` comment in docs/metrics.md, as users copy it."""
+    lines = (DOCS / "metrics.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"# {heading}"))
+    body = []
+    for line in lines[start + 1:]:
+        if not line.strip() or line.startswith("```"):
+            break
+        if not line.startswith("#"):
+            body.append(line.strip())
+    return " ".join(body)
+
+
+def test_documented_availability_query_answers(tmp_path):
+    # Counters start inside the window (the first sample is 0 in both), so increase()
+    # extrapolates both alike and the ratio is exact: 120 failed runs of 7200.
+    query = documented_query("Availability of delivery")
+    broken = 'mail_monitor_check_failures_total{instance="mx:9100",job="node",route="self",check="%s"}'
+    tests = {
+        "evaluation_interval": "1h",
+        "tests": [{
+            "interval": "1h",
+            "input_series": [
+                {"series": 'mail_monitor_runs_total{instance="mx:9100",job="node"}', "values": "_x10 0+12x600"},
+                {"series": broken % "smtp_auth", "values": "_x10 0x299 0+10x10 100x289"},
+                {"series": broken % "receive", "values": "_x10 0x399 0+2x10 20x189"},
+                {"series": broken % "tls", "values": "_x10 0+1x600"},  # not a delivery failure
+                {"series": broken % "imap_auth", "values": "_x10 0x600"},
+                {"series": 'mail_monitor_check_failures_total{instance="mx:9100",job="node",route="other",'
+                           'check="receive"}', "values": "_x10 0x600"},
+            ],
+            "promql_expr_test": [{
+                "expr": query,
+                "eval_time": "620h",
+                "exp_samples": [
+                    {"labels": '{instance="mx:9100",job="node",route="self"}', "value": 1 - 120 / 7200},
+                    {"labels": '{instance="mx:9100",job="node",route="other"}', "value": 1},
+                ],
+            }],
+        }],
+    }
+    path = tmp_path / "availability_test.yml"
+    path.write_text(json.dumps(tests))  # YAML is a superset of JSON
+    done = promtool("test", "rules", str(path))
+    assert done.returncode == 0, f"{query}\n{done.stdout}{done.stderr}"

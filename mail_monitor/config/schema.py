@@ -19,7 +19,8 @@ DEFAULT_PORTS = {
     "imap": {"starttls": 143, "implicit": 993, "none": 143},
 }
 AUTH_METHODS: tuple[str, ...] = ("spf", "dkim", "dmarc")
-HEARTBEAT_PLACEHOLDERS: tuple[str, ...] = ("event", "exit_code", "status", "ok", "message")
+# What a heartbeat url_template may use (mail_monitor/heartbeat.py fills them in).
+HEARTBEAT_PLACEHOLDERS: tuple[str, ...] = ("status", "success", "exit_code", "message")
 DEFAULT_BLOCKLISTS: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 
 AS_DEFAULT = object()  # a key's example value: its default
@@ -230,8 +231,8 @@ HEARTBEAT = Section("heartbeat", "[heartbeat]", "Tell a dead man's switch (healt
                     "Gatus) that the monitor runs.", (
     Key("url", k.URL, "healthchecks.io style: `GET URL/start` when a run begins, `GET URL/<exit code>` when it "
         "ends.", example="https://hc-ping.com/your-uuid"),
-    Key("url_template", k.UrlTemplate(HEARTBEAT_PLACEHOLDERS), "Instead of `url`: one request when the run ends "
-        "(and when it starts if the template uses `{event}`), placeholders filled in."),
+    Key("url_template", k.UrlTemplate(HEARTBEAT_PLACEHOLDERS), "Instead of `url`: one request when the run ends, "
+        "placeholders filled in (`{status}` up/down, `{success}` true/false, `{exit_code}`, `{message}`)."),
     Key("method", k.Choice(("GET", "POST")), "HTTP method (Gatus wants POST).", default="GET"),
     Key("token_file", k.SecretFile(), "Bearer token sent with every request (Gatus)."),
 ), in_example=False)
