@@ -34,7 +34,7 @@ def setup(stack: MailStack, secrets_dir: Path, tmp_path: Path, route: str) -> tu
     state, metrics = tmp_path / "state.json", tmp_path / "mail_monitor.prom"
     config = tmp_path / "config.toml"
     config.write_text(monitor_toml(state) + account_toml(stack, "self", "monitor", secrets_dir)
-                      + route_toml(route, "self", "self", mode="async", late_after="1h", lost_after="2m")
+                      + route_toml(route, "self", "self", mode="async", late_after="1m", lost_after="2m")
                       + f'[metrics]\ntextfile = "{metrics}"\n')
     return config, state, metrics
 
