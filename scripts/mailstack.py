@@ -16,6 +16,8 @@ import argparse
 import contextlib
 import datetime as dt
 import grp
+import importlib.metadata
+import importlib.util
 import os
 import pwd
 import shutil
@@ -589,6 +591,18 @@ def run_demo(fmt: str) -> int:
         stack.destroy()
 
 
+def setup_problem(command: str) -> str | None:
+    """What this Python lacks for `command`; None if nothing."""
+    if importlib.util.find_spec("cryptography") is None:
+        return "the package cryptography (the stack's private CA) is missing"
+    if command == "demo":
+        try:
+            importlib.metadata.distribution("mail-monitor")
+        except importlib.metadata.PackageNotFoundError:
+            return "mail-monitor is not installed"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -601,6 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="start a stack, run one real mail-monitor check against it, stop")
     demo.add_argument("--format", default="text", choices=("text", "json", "influx"))
     args = parser.parse_args(argv)
+    problem = setup_problem(args.command)
+    if problem is not None:
+        print(f"mailstack: {problem} for {sys.executable}; `bash .ci/run` installs everything "
+              "into .venv, which scripts/mailstack uses", file=sys.stderr)
+        return 3
     if args.command == "demo":
         return run_demo(args.format)
 
@@ -620,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     print(f"  account monitor@{DOMAIN}, password in {password_file}", file=sys.stderr)
     print(f"  config: {config_path}", file=sys.stderr)
-    print(f"try:  mail-monitor run --config {config_path} --no-state", file=sys.stderr)
+    installed = Path(sys.executable).parent / "mail-monitor"  # in .venv, not on PATH
+    command = installed if installed.exists() else "mail-monitor"
+    print(f"try:  {command} run --config {config_path} --no-state", file=sys.stderr)
     if args.ready_file:
         args.ready_file.touch()
     stop = False

@@ -6,6 +6,7 @@ import imaplib
 import os
 import shutil
 import ssl
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -67,3 +68,16 @@ def test_stopping_a_stack_leaves_another_with_the_same_base_name_serving() -> No
         for stack in stacks:
             stack.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.mailstack
+def test_the_readme_demo_runs_with_the_clone_virtualenv() -> None:
+    # What a new user types after `bash .ci/run`, with nothing on PATH but the system's tools.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in the clone: .ci/run makes it")
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    done = subprocess.run([str(root / "scripts" / "mailstack"), "demo"], cwd=root, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MAIL-MONITOR OK - 1 route(s) ok")
