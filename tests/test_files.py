@@ -56,8 +56,10 @@ def test_a_write_removes_what_a_killed_write_left_and_nothing_else(tmp_path: Pat
     for path in foreign:
         path.write_text("not ours")
         age(path, 3600)
-    (tmp_path / ".state.json.directory.tmp").mkdir()
-    age(tmp_path / ".state.json.directory.tmp", 3600)
+    link = tmp_path / ".state.json.symlink.tmp"  # our name, but not a file we wrote
+    link.symlink_to(foreign[0])
+    then = time.time() - 3600
+    os.utime(link, (then, then), follow_symlinks=False)
 
     write_atomic(target, b"new state")
 
@@ -65,7 +67,7 @@ def test_a_write_removes_what_a_killed_write_left_and_nothing_else(tmp_path: Pat
     assert not old_leftover.exists()
     assert fresh_leftover.read_bytes() == b"never renamed"
     assert all(path.read_text() == "not ours" for path in foreign)
-    assert (tmp_path / ".state.json.directory.tmp").is_dir()
+    assert link.is_symlink()
 
 
 def test_the_sweep_reports_what_it_removed(tmp_path: Path) -> None:
