@@ -56,7 +56,7 @@ def test_a_write_removes_what_a_killed_write_left_and_nothing_else(tmp_path: Pat
     for path in foreign:
         path.write_text("not ours")
         age(path, 3600)
-    link = tmp_path / ".state.json.symlink.tmp"  # our name, but not a file we wrote
+    link = tmp_path / ".state.json.symlnk_8.tmp"  # our name, but not a file we wrote
     link.symlink_to(foreign[0])
     then = time.time() - 3600
     os.utime(link, (then, then), follow_symlinks=False)
