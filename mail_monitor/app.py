@@ -167,11 +167,10 @@ def ntfy_card(config: Config) -> CardSettings:
 
 
 def heartbeat_settings(config: Config) -> HeartbeatSettings | None:
-    """``[heartbeat]`` for the pinger; each request is bounded by the step timeout as well."""
+    """``[heartbeat]`` for the pinger; its requests are bounded by the run's deadline too."""
     if config.heartbeat is None:
         return None
     from mail_monitor.heartbeat import HeartbeatSettings
 
     beat = config.heartbeat
-    return HeartbeatSettings(url=beat.url, url_template=beat.url_template, method=beat.method, token=beat.token,
-                             timeout=min(10.0, config.monitor.timeout))
+    return HeartbeatSettings(url=beat.url, url_template=beat.url_template, method=beat.method, token=beat.token)

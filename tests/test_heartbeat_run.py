@@ -30,7 +30,7 @@ def run(stack: MailStack, tmp_path: Path, url: str, password: str, deadline: str
     (secrets / "monitor").write_text(password + "\n")
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[monitor]\nstate_file = "{tmp_path / "state.json"}"\ndeadline = "{deadline}"\ntimeout = "4s"\n\n'
+        f'[monitor]\nstate_file = "{tmp_path / "state.json"}"\ndeadline = "{deadline}"\n\n'
         + account_toml(stack, "self", "monitor", secrets)
         + route_toml("self", "self", "self", receive_timeout="10s")
         + f'[heartbeat]\nurl = "{url}"\n')
