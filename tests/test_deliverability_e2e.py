@@ -157,6 +157,7 @@ def test_a_forged_authentication_results_from_an_untrusted_id_is_ignored(world: 
     world.rotate_dkim_key()
     world.forge_header("Authentication-Results: evil.test; dkim=pass header.d=example.test")
     code, report = run(world, config_file, "--no-state")
+    assert code == 2
     route = next(r for r in report["routes"] if r["route"] == "self")
     assert route["auth"]["receiver_dkim"] == "fail"
     assert "evil.test" not in json.dumps(route)

@@ -43,7 +43,8 @@ def exported_names() -> set[str]:
                                                                                   Certificate("mx:993", 2e9))),
               CheckResult(route, "receive", Outcome.OK, 1.0,
                           detail=Arrival(1.0, 0.01, "INBOX", False, 1.8e9, 1.8e9 + 1, 20, 1.0, 0.0)),
-              CheckResult(route, "dkim", Outcome.OK, 0.1, detail=AuthVerdicts((AuthVerdict("dkim", "monitor", "pass"),))),
+              CheckResult(route, "dkim", Outcome.OK, 0.1,
+                          detail=AuthVerdicts((AuthVerdict("dkim", "monitor", "pass"),))),
               CheckResult(Subject.domain("example.org"), "spf", Outcome.OK, 0.1, checked_at=1.8e9),
               CheckResult(Subject.host(), "blocklists", Outcome.OK, 0.1, checked_at=1.8e9,
                           detail=BlocklistLookups((BlocklistEntry("203.0.113.7", "bl.test", False),))))

@@ -14,14 +14,20 @@ steps and what they share within one run:
 - per domain, its sending IPs (:class:`SendingIps`), read by ``spf``, ``ptr`` and
   ``blocklists``.
 
-Nothing here waits on the mail: the posture and blocklist steps need no route step, so
-they run beside the mail work from the start of the run, and only the probe verdicts
-(which need the received mail) and the domain's ``dkim`` (which runs after them, to say
-whether the probe's signature verified) wait for ``receive``.
+Nothing here is on the roundtrip's critical path. The posture and blocklist steps need
+no route step; they start once every route's probe is on its way (``after`` each
+``send``), so the ~120 ms of CPU their first imports cost (dnspython, pyspf) do not
+compete for the GIL with the logins and the submission but fill the wait for the mail,
+and they import what the probe verdicts will need too (:meth:`RunDns.warm`), so the
+verdict steps that follow ``receive`` find everything loaded (docs/performance.md has
+the numbers). Only the probe verdicts (which need the received mail) and the domain's
+``dkim`` (which runs after them, to say whether the probe's signature verified) wait for
+``receive``.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import threading
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
     from mail_monitor.deliverability.probe import ProbeAuth
 
 PROBE_CHECKS = ("spf", "dkim", "dmarc")
+PROBE_LIBRARIES = ("dns.resolver", "spf", "dkim", "dkim.util", "authres", "mail_monitor.deliverability.probe")
 # RFC 8461 fetches the policy from port 443; test worlds serve it elsewhere.
 MTA_STS_PORT_VARIABLE = "MAIL_MONITOR_MTA_STS_PORT"
 
@@ -62,15 +69,17 @@ def deliverability_steps(config: Config, history: History, dns: RunDns | None = 
     """
     dns = dns or RunDns(config.monitor.resolver, config.monitor.timeout)
     judgements = {route.name: ProbeJudgement(route, dns) for route in config.routes if judges_probe(route)}
+    dns.judging = bool(judgements)
+    mail_first = tuple(StepId(Subject.route(route.name), "send") for route in config.routes)
     for judgement in judgements.values():
         yield from judgement.steps()
     ips = {domain.name: SendingIps(domain, config, dns) for domain in config.domains}
     for domain in config.domains:
         senders = [j for j in judgements.values() if _domain_of(j.route.sender.address) == domain.name.lower()]
-        yield from DomainPosture(domain, dns, ips[domain.name], tuple(senders)).steps()
+        yield from DomainPosture(domain, dns, ips[domain.name], tuple(senders), mail_first).steps()
     if config.blocklists is not None:
         sources = list(ips.values()) or [SendingIps(None, config, dns)]
-        yield Step(StepId(Subject.host(), "blocklists"), _blocklists(config, dns, sources),
+        yield Step(StepId(Subject.host(), "blocklists"), _blocklists(config, dns, sources), after=mail_first,
                    interval=config.blocklists.interval)
 
 
@@ -89,6 +98,8 @@ class RunDns:
         self._resolver = resolver
         self._org_domain: OrgDomain | None = None
         self._fetcher = fetcher
+        self._warm = False
+        self.judging = False  # some route's probe is judged this run: warm() loads its libraries
 
     @property
     def resolver(self) -> Resolver:
@@ -103,6 +114,15 @@ class RunDns:
                     server = f"{host}:{self._server.port}"
                 self._resolver = CachingResolver(DnspythonResolver(server, timeout=self._timeout))
             return self._resolver
+
+    def warm(self) -> None:
+        """Load the libraries of the probe verdicts now, while the run waits for the mail."""
+        with self._lock:
+            if self._warm or not self.judging:
+                return
+            self._warm = True
+        for module in PROBE_LIBRARIES:
+            importlib.import_module(module)
 
     def fetcher(self, domain: DomainSettings) -> PolicyFetcher:
         """How the MTA-STS policy of ``domain`` is fetched: HTTPS, trusting its ``ca_file``."""
@@ -256,6 +276,7 @@ class DomainPosture:
     dns: RunDns
     ips: SendingIps
     senders: tuple[ProbeJudgement, ...]  # judged routes sending from this domain
+    mail_first: tuple[StepId, ...] = ()  # the routes' send steps: DNS starts once the probes are out
 
     def steps(self) -> Iterator[Step]:
         subject = Subject.domain(self.domain.name)
@@ -267,7 +288,8 @@ class DomainPosture:
         probe_steps = tuple(s for judgement in self.senders for s in judgement.verdict_steps)
         for name, check in checks:
             after = probe_steps if name == "dkim" else ()
-            yield Step(StepId(subject, name), _observe(check), after=after, interval=self.domain.interval)
+            yield Step(StepId(subject, name), _observe(check, self.dns), after=(*self.mail_first, *after),
+                       interval=self.domain.interval)
 
     def mx(self) -> Observation:
         from mail_monitor.deliverability import posture
@@ -308,8 +330,12 @@ class DomainPosture:
         return _with_ip_problems(posture.check_ptr(ips, self.dns.resolver), problems)
 
 
-def _observe(check: Callable[[], Observation]) -> Callable[[StepContext], Finding]:
-    return lambda ctx: _finding(check())
+def _observe(check: Callable[[], Observation], dns: RunDns) -> Callable[[StepContext], Finding]:
+    def run(ctx: StepContext) -> Finding:
+        dns.warm()
+        return _finding(check())
+
+    return run
 
 
 # --------------------------------------------------------------------------- blocklists
@@ -322,6 +348,7 @@ def _blocklists(config: Config, dns: RunDns, sources: Sequence[SendingIps]) -> C
     def run(ctx: StepContext) -> Finding:
         from mail_monitor.deliverability.blocklists import check_blocklists
 
+        dns.warm()
         ips: list[str] = []
         problems: list[str] = []
         for source in sources:
