@@ -88,7 +88,10 @@ def _domain_of(address: str) -> str:
 
 
 class RunDns:
-    """The run's DNS: one caching resolver and one Public Suffix List, made on first use."""
+    """The run's DNS: one caching resolver and one Public Suffix List, made on first use.
+
+    ``resolver`` and ``fetcher`` replace the network for tests; the cache is always there.
+    """
 
     def __init__(self, server: DnsServer | None, timeout: float, *, resolver: Resolver | None = None,
                  fetcher: Callable[[DomainSettings], PolicyFetcher] | None = None) -> None:
@@ -96,6 +99,7 @@ class RunDns:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._resolver = resolver
+        self._cached: Resolver | None = None
         self._org_domain: OrgDomain | None = None
         self._fetcher = fetcher
         self._warm = False
@@ -104,16 +108,19 @@ class RunDns:
     @property
     def resolver(self) -> Resolver:
         with self._lock:
-            if self._resolver is None:
+            if self._cached is None:
                 from mail_monitor.deliverability.dns import CachingResolver, DnspythonResolver
 
-                server = None
-                if self._server is not None:
-                    address = self._server.address
-                    host = f"[{address}]" if ":" in address else address
-                    server = f"{host}:{self._server.port}"
-                self._resolver = CachingResolver(DnspythonResolver(server, timeout=self._timeout))
-            return self._resolver
+                inner = self._resolver
+                if inner is None:
+                    server = None
+                    if self._server is not None:
+                        address = self._server.address
+                        host = f"[{address}]" if ":" in address else address
+                        server = f"{host}:{self._server.port}"
+                    inner = DnspythonResolver(server, timeout=self._timeout)
+                self._cached = CachingResolver(inner)
+            return self._cached
 
     def warm(self) -> None:
         """Load the libraries of the probe verdicts now, while the run waits for the mail."""
