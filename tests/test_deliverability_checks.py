@@ -60,7 +60,8 @@ class Policy:
 
     def fetch(self, host: str, path: str) -> FetchResponse:
         self.fetched.append(host)
-        return FetchResponse(200, "text/plain", f"version: STSv1\nmode: enforce\nmx: {self.mx}\nmax_age: 86400\n".encode())
+        policy = f"version: STSv1\nmode: enforce\nmx: {self.mx}\nmax_age: 86400\n"
+        return FetchResponse(200, "text/plain", policy.encode())
 
 
 def full_config(*, require: tuple[str, ...] = ("spf", "dkim", "dmarc"), mta_sts: bool = True,
