@@ -12,6 +12,12 @@ of the Nix package, it sees no other site-packages), and as ``python3 -m
 mail_monitor`` from the clone with the interpreter the benchmark runs under (whatever
 that interpreter loads at start-up, such as ``.pth`` hooks in its site-packages,
 counts too). Also reports the CLI's import time (``python -X importtime``).
+
+``--deliverability`` instead runs against the DNS world of the tests (scripts/dnsstack.py:
+Knot, OpenDKIM signing, policyd-spf/OpenDMARC, nginx for MTA-STS) and compares a run of
+the route alone with a run where every deliverability family is due (probe verdicts with
+``require``, the posture of example.test with MTA-STS, a blocklist): what those add to
+the wall time, the CPU and the roundtrip.
 """
 
 from __future__ import annotations
@@ -23,7 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, bench_arguments, byte_compile, environment_line, mail_stack, summary, write_config
+from common import (
+    ROOT,
+    LmtpDelayRelay,
+    bench_arguments,
+    byte_compile,
+    environment_line,
+    mail_stack,
+    summary,
+    write_config,
+)
 
 
 def timed_run(command: list[str]) -> tuple[float, float, float, str]:
@@ -64,9 +79,70 @@ def install_in_venv(directory: Path) -> Path | None:
     return directory / "bin" / "mail-monitor"
 
 
+def deliverability(repeat: int, delay: float) -> None:
+    import json
+    import shutil
+
+    from dnsstack import AUTHSERV_ID, BLOCKLIST_ZONE, DOMAIN, DnsWorld
+    from mailstack import MailStack
+
+    root = Path(tempfile.mkdtemp(prefix="dnsworld-bench-"))
+    stack = MailStack(root)
+    stack.add_user("monitor", "pw-monitor")
+    (root / "monitor.password").write_text("pw-monitor\n")
+    relay = LmtpDelayRelay(stack.lmtp_port, delay)
+    stack.lmtp_target_port = relay.port
+    world = DnsWorld(root / "world", stack.ca)
+    world.attach(stack)
+    world.start()
+    try:
+        stack.start()
+        route = f'require = ["spf", "dkim", "dmarc"]\ntrusted_authserv_ids = ["{AUTHSERV_ID}"]\n' \
+                'sending_ips = ["127.0.0.1"]\n'
+        plain = write_config(stack, name="plain.toml", extra_monitor=f'resolver = "{world.resolver}"')
+        text = plain.read_text().replace('receive_timeout = "30s"\n', 'receive_timeout = "30s"\n' + route)
+        text += (f'[[domains]]\nname = "{DOMAIN}"\ndkim_selectors = ["{world.selector}"]\n'
+                 f'sending_ips = ["127.0.0.1"]\nmta_sts = true\nca_file = "{stack.ca.ca_file}"\n\n'
+                 f'[blocklists]\nzones = ["{BLOCKLIST_ZONE}"]\n')
+        full = root / "deliverability.toml"
+        full.write_text(text)
+        env_prefix = ["env", f"MAIL_MONITOR_MTA_STS_PORT={world.https_port}"]
+        variants = {"route only": plain, "route + every deliverability family due": full}
+        measured: dict[str, tuple[list[float], list[float], list[float]]] = {n: ([], [], []) for n in variants}
+        for config in variants.values():  # warm up
+            timed_run([*env_prefix, sys.executable, "-m", "mail_monitor", "run", "-c", str(config), "--no-state"])
+        for _ in range(repeat):
+            for name, config in variants.items():
+                wall, cpu, _rss, stdout = timed_run([*env_prefix, sys.executable, "-m", "mail_monitor", "run", "-c",
+                                                     str(config), "--no-state", "--format", "json"])
+                report = json.loads(stdout)
+                assert report["status"] == "OK", json.dumps(report, indent=1)
+                assert (config == full) == any(s["subject"].startswith("domain:") for s in report["subjects"])
+                measured[name][0].append(wall)
+                measured[name][1].append(cpu)
+                measured[name][2].append(report["routes"][0]["roundtrip_seconds"])
+    finally:
+        stack.stop()
+        world.stop()
+        relay.close()
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"# deliverability families against the DNS world, delivery delayed {delay:g} s "
+          f"({environment_line()}), {repeat} runs each, min / median / max")
+    print("| run | wall time, s | CPU user+sys, s | roundtrip, s |")
+    print("|---|---|---|---|")
+    for name, (walls, cpus, trips) in measured.items():
+        print(f"| {name} | {summary(walls, digits=3)} | {summary(cpus, digits=3)} | {summary(trips, digits=3)} |")
+
+
 def main() -> None:
-    args = bench_arguments(__doc__, repeat=10).parse_args()
+    parser = bench_arguments(__doc__, repeat=10)
+    parser.add_argument("--deliverability", action="store_true",
+                        help="compare a run with and without the deliverability families (DNS world)")
+    args = parser.parse_args()
     byte_compile()
+    if args.deliverability:
+        deliverability(args.repeat, args.delay)
+        return
     with tempfile.TemporaryDirectory(prefix="mail-monitor-venv-") as venv, \
             mail_stack(relay_delay=args.delay) as (stack, _relay):
         (stack.root / "textfiles").mkdir()

@@ -16,7 +16,15 @@ from prometheus_client.registry import Collector
 
 from mail_monitor import __version__
 from mail_monitor.files import write_atomic
-from mail_monitor.results import Collection, Outcome, RunResult, Subject, SubjectKind
+from mail_monitor.results import (
+    AuthVerdicts,
+    BlocklistLookups,
+    Collection,
+    Outcome,
+    RunResult,
+    Subject,
+    SubjectKind,
+)
 from mail_monitor.state import State
 
 
@@ -49,6 +57,7 @@ class RunCollector(Collector):
         for kind, family in FAMILIES.items():
             yield from self._checks(kind, family)
         yield from self._routes()
+        yield from self._deliverability()
         yield from self._run()
 
     def _checks(self, kind: SubjectKind, family: CheckFamily) -> Iterator[Metric]:
@@ -127,6 +136,28 @@ class RunCollector(Collector):
         for endpoint, certificate in sorted(self.result.certificates().items()):
             cert.add_metric([endpoint], certificate.not_after)
         yield cert
+
+    def _deliverability(self) -> Iterator[Metric]:
+        """The probe's verdicts per route, method and source; blocklist listings per IP and zone."""
+        auth = GaugeMetricFamily("mail_monitor_auth_result",
+                                 "1 if the probe's SPF/DKIM/DMARC passed for this source, 0 otherwise",
+                                 labels=["route", "method", "source"])
+        listed = GaugeMetricFamily("mail_monitor_blocklisted", "1 if the sending IP is listed on the zone",
+                                   labels=["ip", "zone"])
+        for subject in self.result.subjects:
+            passed: dict[tuple[str, str], bool] = {}
+            for check in subject.checks:
+                if isinstance(check.detail, AuthVerdicts):
+                    for verdict in check.detail.verdicts:  # several trusted receivers: all must pass
+                        key = (verdict.method, verdict.source)
+                        passed[key] = passed.get(key, True) and verdict.verdict == "pass"
+                elif isinstance(check.detail, BlocklistLookups):
+                    for entry in check.detail.entries:
+                        if entry.listed is not None:  # a zone that could not tell says nothing
+                            listed.add_metric([entry.ip, entry.zone], 1.0 if entry.listed else 0.0)
+            for (method, source), ok in sorted(passed.items()):
+                auth.add_metric([subject.subject.name, method, source], 1.0 if ok else 0.0)
+        yield from (m for m in (auth, listed) if m.samples)
 
     def _run(self) -> Iterator[Metric]:
         result, state = self.result, self.state

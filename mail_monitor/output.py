@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mail_monitor.results import (
+    AuthVerdicts,
     CheckResult,
     CleanupReport,
     Outcome,
@@ -77,6 +78,7 @@ def _route_dict(route: SubjectResult) -> dict[str, Any]:
         "stale_deleted": cleanup.stale_deleted if cleanup else 0,
         "imap_commands_while_waiting": arrival.commands if arrival else 0,
         "imap_wait_seconds": _round(arrival.waited) if arrival else None,
+        "auth": _auth_dict(route),
         "checks": _checks_dict(route, 0.0),
         "certificates": [
             {"endpoint": c.endpoint, "not_after": c.not_after, "subject": c.subject, "issuer": c.issuer,
@@ -84,6 +86,18 @@ def _route_dict(route: SubjectResult) -> dict[str, Any]:
             for c in certificates(route.checks).values()
         ],
     }
+
+
+def _auth_dict(route: SubjectResult) -> dict[str, str]:
+    """The probe's verdict words: ``spf`` (ours), ``receiver_spf`` (a trusted receiver's), ..."""
+    words: dict[str, str] = {}
+    for check in route.checks:
+        if isinstance(check.detail, AuthVerdicts):
+            for verdict in check.detail.verdicts:
+                # Several trusted receivers: the first non-pass word is the one that matters.
+                if words.get(verdict.word, "pass") == "pass":
+                    words[verdict.word] = verdict.verdict
+    return words
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

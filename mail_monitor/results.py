@@ -196,6 +196,52 @@ class TlsReport:
     certificates: tuple[Certificate, ...] = ()
 
 
+@dataclass(frozen=True)
+class AuthVerdict:
+    """One method's verdict on the probe from one source (``monitor`` or ``receiver``)."""
+
+    method: str  # spf, dkim, dmarc
+    source: str  # monitor, receiver
+    verdict: str  # the RFC 8601 word: pass, fail, none, temperror, ...
+    authserv_id: str = ""  # who wrote a receiver verdict
+
+    @property
+    def word(self) -> str:
+        """``spf`` for ours, ``receiver_spf`` for the receiver's: the names output uses."""
+        return self.method if self.source == "monitor" else f"{self.source}_{self.method}"
+
+
+@dataclass(frozen=True)
+class AuthVerdicts:
+    """The verdicts behind one of a route's checks ``spf``, ``dkim``, ``dmarc``."""
+
+    verdicts: tuple[AuthVerdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsFacts:
+    """What a DNS posture check read (the DMARC policy, the MX hosts...), as name/value pairs."""
+
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class BlocklistEntry:
+    """One sending IP in one DNSBL zone; ``listed`` is None when the zone could not tell."""
+
+    ip: str
+    zone: str
+    listed: bool | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BlocklistLookups:
+    """Every IP x zone of the ``blocklists`` check, for ``mail_monitor_blocklisted{ip,zone}``."""
+
+    entries: tuple[BlocklistEntry, ...] = ()
+
+
 # Every detail type, one per line: outputs find them by type, the state file by name.
 Detail = (
     Handshake
@@ -204,6 +250,9 @@ Detail = (
     | Collection
     | CleanupReport
     | TlsReport
+    | AuthVerdicts
+    | DnsFacts
+    | BlocklistLookups
 )
 D = TypeVar("D", bound=Detail)
 DETAIL_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Detail)}

@@ -11,7 +11,19 @@ from pathlib import Path
 import pytest
 
 from mail_monitor.metrics import render_metrics
-from mail_monitor.results import Arrival, Certificate, CheckResult, Handshake, Outcome, RunResult, Subject
+from mail_monitor.results import (
+    Arrival,
+    AuthVerdict,
+    AuthVerdicts,
+    BlocklistEntry,
+    BlocklistLookups,
+    Certificate,
+    CheckResult,
+    Handshake,
+    Outcome,
+    RunResult,
+    Subject,
+)
 from mail_monitor.state import Alert, State
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -30,7 +42,12 @@ def exported_names() -> set[str]:
     checks = (CheckResult(route, "imap_auth", Outcome.OK, 0.1, detail=Handshake("IMAP", "mx:993", "implicit",
                                                                                   Certificate("mx:993", 2e9))),
               CheckResult(route, "receive", Outcome.OK, 1.0,
-                          detail=Arrival(1.0, 0.01, "INBOX", False, 1.8e9, 1.8e9 + 1, 20, 1.0, 0.0)))
+                          detail=Arrival(1.0, 0.01, "INBOX", False, 1.8e9, 1.8e9 + 1, 20, 1.0, 0.0)),
+              CheckResult(route, "dkim", Outcome.OK, 0.1,
+                          detail=AuthVerdicts((AuthVerdict("dkim", "monitor", "pass"),))),
+              CheckResult(Subject.domain("example.org"), "spf", Outcome.OK, 0.1, checked_at=1.8e9),
+              CheckResult(Subject.host(), "blocklists", Outcome.OK, 0.1, checked_at=1.8e9,
+                          detail=BlocklistLookups((BlocklistEntry("203.0.113.7", "bl.test", False),))))
     result = RunResult(started_at=1.8e9, duration=1.1, checks=checks, instance="mx")
     state = State()
     from mail_monitor.alerts import AlertPolicy, evaluate
@@ -43,7 +60,7 @@ def exported_names() -> set[str]:
 def test_rules_pass_promtool_check():
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout
+    assert "SUCCESS: 11 rules found" in done.stdout
 
 
 def test_rules_pass_their_unit_tests():
@@ -148,3 +165,27 @@ def test_documented_availability_query_answers(tmp_path):
     path.write_text(json.dumps(tests))  # YAML is a superset of JSON
     done = promtool("test", "rules", str(path))
     assert done.returncode == 0, f"{query}\n{done.stdout}{done.stderr}"
+
+
+def test_probe_verdicts_and_listings_become_one_sample_per_label_set():
+    route = Subject.route("self")
+    receivers = (AuthVerdict("dkim", "monitor", "pass"), AuthVerdict("dkim", "receiver", "pass", "mx.a"),
+                 AuthVerdict("dkim", "receiver", "fail", "mx.b"))
+    checks = (CheckResult(route, "dkim", Outcome.FAILED, 0.1, "required", AuthVerdicts(receivers)),
+              CheckResult(route, "spf", Outcome.OK, 0.1, "", AuthVerdicts((AuthVerdict("spf", "monitor", "none"),))),
+              CheckResult(Subject.host(), "blocklists", Outcome.WARNING, 0.2, "listed", checked_at=1.8e9 - 60,
+                          detail=BlocklistLookups((BlocklistEntry("203.0.113.7", "bl.a", True, "spam"),
+                                                   BlocklistEntry("203.0.113.7", "bl.b", False),
+                                                   BlocklistEntry("203.0.113.7", "bl.c", None, "timed out")))))
+    result = RunResult(started_at=1.8e9, duration=2.0, checks=checks, instance="mx")
+    text = render_metrics(result, State()).decode()
+    got = samples(text)
+    assert got['mail_monitor_auth_result{method="dkim",route="self",source="monitor"}'] == 1.0
+    # One receiver of two says fail: the receiver sample is 0, not a duplicate series.
+    assert got['mail_monitor_auth_result{method="dkim",route="self",source="receiver"}'] == 0.0
+    assert got['mail_monitor_auth_result{method="spf",route="self",source="monitor"}'] == 0.0
+    assert got['mail_monitor_blocklisted{ip="203.0.113.7",zone="bl.a"}'] == 1.0
+    assert got['mail_monitor_blocklisted{ip="203.0.113.7",zone="bl.b"}'] == 0.0
+    assert not any("bl.c" in name for name in got)  # could not tell: no sample rather than a false 0
+    done = promtool("check", "metrics", stdin=text)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -32,6 +32,8 @@ class World:
     wait_timeouts: list[float] = field(default_factory=list)
     deleted: list[tuple[str, list[int]]] = field(default_factory=list)
     arrived: dict[str, Arrived] = field(default_factory=dict)  # async probes the server has
+    raw: bytes = b""  # the received probe as fetch_message returns it
+    fetched: list[int] = field(default_factory=list)  # limits fetch_message was called with
     open_imap: int = 0
     peak_imap: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,6 +64,10 @@ class FakeImap:
 
     def delivery_seconds(self, folder: str, uid: int) -> float | None:
         return 0.0
+
+    def fetch_message(self, folder: str, uid: int, limit: int) -> bytes:
+        self.world.fetched.append(limit)
+        return self.world.raw[:limit]
 
     def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
         if self.world.cleanup_error is not None:

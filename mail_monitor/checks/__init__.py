@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from mail_monitor.checks.deliverability import deliverability_steps
 from mail_monitor.checks.routes import route_steps
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
@@ -18,7 +19,7 @@ from mail_monitor.results import CheckResult, History, RunResult
 
 Family = Callable[[Config, History], Iterable[Step]]
 
-FAMILIES: tuple[Family, ...] = (route_steps,)
+FAMILIES: tuple[Family, ...] = (route_steps, deliverability_steps)
 OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metrics
 
 

@@ -40,6 +40,7 @@ MAX_CONNECTING = 8  # handshakes in flight at once, so many routes do not storm 
 MAX_SESSIONS_PER_MAILBOX = 4
 CLEANUP_RESERVE = 3.0  # seconds of the run kept for cleanup after the wait
 CONNECTING = Gate("connecting", MAX_CONNECTING)
+MAX_PROBE_BYTES = 256 * 1024  # of the received probe read for its verdicts; ours is a few KiB
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Mailbox(Protocol):
     def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int: ...
     def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]: ...
     def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]: ...
+    def fetch_message(self, folder: str, uid: int, limit: int) -> bytes: ...
     @property
     def folders(self) -> list[str]: ...
     def close(self) -> None: ...
@@ -93,11 +95,28 @@ def route_steps(config: Config, history: History, sessions: Sessions = Sessions(
         yield from RouteChecks(route, config, history, sessions).steps()
 
 
+def judges_probe(route: Route) -> bool:
+    """Whether the route has the checks ``spf``, ``dkim``, ``dmarc`` on its received probe.
+
+    Only a route that asks (``require`` or ``trusted_authserv_ids``) has them: judging
+    every probe would put DNS on every default setup, and a monitor without a resolver
+    would report temperror warnings nobody asked for. Async routes see their probes only
+    on later runs and are not judged.
+    """
+    return route.mode != "async" and bool(route.require or route.trusted_authserv_ids)
+
+
 @dataclass(frozen=True)
 class ToDelete:
-    """What ``receive`` found that ``cleanup`` may delete: (folder, uid) of our own probes."""
+    """What ``receive`` found that ``cleanup`` may delete: (folder, uid) of our own probes.
+
+    ``raw`` is the received probe itself (at most ``MAX_PROBE_BYTES``), read for the
+    route's verdict checks when it has them (:func:`judges_probe`); None otherwise or
+    when the read failed.
+    """
 
     mails: tuple[tuple[str, int], ...]
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +224,13 @@ class RouteChecks:
         except Exception:  # noqa: BLE001 - the header read is a bonus, not a check
             delivery = None
         arrival = _arrival(found, sent, delivery)
-        mine = ToDelete(((found.folder, found.uid),))
+        raw = None
+        if judges_probe(route):
+            try:
+                raw = imap.fetch_message(found.folder, found.uid, MAX_PROBE_BYTES) or None
+            except Exception:  # noqa: BLE001 - the verdict checks say they could not read it
+                raw = None
+        mine = ToDelete(((found.folder, found.uid),), raw)
         if arrival.in_spam:
             return Finding(Outcome.WARNING, f"landed in {found.folder} (spam), not INBOX, after "
                            f"{arrival.roundtrip:.2f}s", arrival, mine)

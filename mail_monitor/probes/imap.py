@@ -321,6 +321,16 @@ class ImapSession:
                     found[token] = Arrived(folder, int(uid), _timestamp(received))
         return found
 
+    def fetch_message(self, folder: str, uid: int, limit: int) -> bytes:
+        """The raw message, at most its first ``limit`` bytes (a partial FETCH: the server never
+        sends more), for judging its signatures and Authentication-Results."""
+        if self.selected != folder:
+            self._select(folder)
+        self._refresh_timeout()
+        data = self.client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>"])
+        item = data.get(uid, {})
+        return next((bytes(v) for k, v in item.items() if k.startswith(b"BODY[]") and v), b"")[:limit]
+
 
 @dataclass(frozen=True)
 class Arrived:
