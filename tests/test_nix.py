@@ -579,6 +579,25 @@ def test_docs_example_with_metrics_evaluates(tmp_path: Path) -> None:
     assert {route["name"] for route in resolved["routes"]} == {"default", "self-to-gmail", "gmail-to-self"}
 
 
+
+@needs_lib
+def test_docs_example_with_heartbeat_gmail_reports_and_domains(tmp_path: Path) -> None:
+    result = evaluate_nix(docs_example("heartbeat.url"), tmp_path)
+    assert result["failedAssertions"] == [] and result["warnings"] == []
+    loaded = dict(entry.split(":", 1) for entry in result["serviceConfig"]["LoadCredential"])
+    assert loaded == {"password-self": "/run/secrets/mail-monitor-password", "ntfy-token": "/run/secrets/ntfy-token",
+                      "oauth2-gmail-smtp": "/run/gmail-oauth2/access-token",
+                      "oauth2-gmail-imap": "/run/gmail-oauth2/access-token"}
+    text = Path(result["configFile"]).read_text()
+    assert "/run/secrets" not in text and "/run/gmail-oauth2" not in text
+    resolved = check_config(result, tmp_path, {"oauth2-gmail-imap": "ya29.imap-token", "ntfy-token": "tk-1"})
+    assert resolved["heartbeat"]["url"].startswith("https://hc-ping.com/")
+    assert resolved["accounts"]["gmail"]["imap"]["oauth2_token_file"] == "$CREDENTIALS_DIRECTORY/oauth2-gmail-imap"
+    assert {route["name"]: route["mode"] for route in resolved["routes"]} == {
+        "self": "sync", "self-to-gmail": "async", "gmail-to-self": "async"}
+    assert resolved["reports"]["account"] == "self"
+    assert [domain["name"] for domain in resolved["domains"]] == ["example.org"]
+
 @needs_lib
 def test_metrics_without_node_exporter_evaluates() -> None:
     result = evaluate(merged(BASE, {"metrics": {"textfile": {"enable": True}}}))
