@@ -27,7 +27,7 @@ from mail_monitor.postfix_queue import evaluate as evaluate_queue
 from mail_monitor.probes.imap import ImapLoginError, ImapSession
 from mail_monitor.probes.tls import describe_error
 from mail_monitor.reports import ReportTotals, apply_batch, verdict
-from mail_monitor.reports.mailbox import ReportsMailboxError, ensure_folder, move, read_batch
+from mail_monitor.reports.mailbox import DEFAULT_BATCH_SIZE, ReportsMailboxError, ensure_folder, move, read_batch
 from mail_monitor.reports.totals import report_count
 from mail_monitor.results import History, QueueDepth, ReportsCursor, ReportsRead, Subject
 
@@ -47,10 +47,11 @@ class ReportsSession(Protocol):
 
 @dataclass(frozen=True)
 class HostSeams:
-    """Where the fast tests put fakes: the IMAP session and the postqueue program."""
+    """Where the fast tests put fakes: the IMAP session, the postqueue program, a small batch."""
 
     imap: Callable[[ImapEndpoint, Deadline], ReportsSession] = ImapSession
     postqueue: str | None = None  # overrides the configured program
+    batch_size: int = DEFAULT_BATCH_SIZE  # report mails read per run; a backlog drains over runs
 
 
 def host_steps(config: Config, history: History, seams: HostSeams = HostSeams()) -> Iterator[Step]:
@@ -105,7 +106,8 @@ class ReportsCheck:
         settings = self.settings
         cursor = self._cursor(client, deadline)
         filed = self._file(client, cursor, deadline)
-        batch = read_batch(client, settings.folder, deadline, min_uid=cursor.next_uid)
+        batch = read_batch(client, settings.folder, deadline, min_uid=cursor.next_uid,
+                           batch_size=self.seams.batch_size)
         now = time.time()
         summary = apply_batch(ReportTotals(seen=dict.fromkeys(self.history.reports_seen, now)), batch.reports,
                               len(batch.unreadable), batch.left, now, dedup_window=settings.dedup_window,
