@@ -182,11 +182,17 @@ def _update_reports(state: State, result: RunResult, now: float) -> None:
     for check in result.checks:
         if check.carried or not isinstance(check.detail, ReportsRead):
             continue
-        read = check.detail
-        totals = count_reports(state.report_totals(), read.new, read.unreadable, now,
-                               dedup_window=read.dedup_window)
+        read, saved = check.detail, state.reports_cursor
+        same_folder = saved is not None and (saved.folder, saved.uidvalidity) == (read.cursor.folder,
+                                                                                  read.cursor.uidvalidity)
+        # Unreadable mails have no report id: those below the saved cursor were counted by
+        # a run that saved first (two runs at once read the same batch).
+        counted_below = saved.next_uid if saved is not None and same_folder else 0
+        unreadable = sum(1 for uid in read.cursor.error if uid >= counted_below)
+        totals = count_reports(state.report_totals(), read.new, unreadable, now, dedup_window=read.dedup_window)
         state.reports = totals.to_json()
-        state.reports_cursor = read.cursor
+        if saved is None or not same_folder or read.cursor.next_uid >= saved.next_uid:
+            state.reports_cursor = read.cursor
 
 
 def _new_alert(state: State, kind: str, title: str, message: str, priority: int, tags: list[str],

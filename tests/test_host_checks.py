@@ -308,3 +308,44 @@ def test_no_host_checks_unless_configured() -> None:
     assert [s.id.check for s in host_steps(replace(cfg, postfix_queue=None), State().history())] == []
     off = replace(cfg, postfix_queue=PostfixQueueSettings(enable=False))
     assert [s.id.check for s in host_steps(off, State().history())] == []
+
+
+# -- output and status ----------------------------------------------------------------
+
+
+def test_output_and_status_show_reports_and_queue(tmp_path: Path) -> None:
+    from mail_monitor.cli import _host_lines
+    from mail_monitor.output import to_dict, to_influx
+
+    imap = Folders({"DMARC": list(MAILS)})
+    reports, state = run(imap, config(), State())
+    queue = run_queue(queue_config(), postqueue(tmp_path, [entry("deferred", 7200), entry("hold", 5)]))
+    result = RunResult(time.time(), 0.1, reports.checks + queue.checks, "mx")
+    # The same reports folded in a second time (two runs that read the same batch) count once.
+    state, _ = evaluate(state, result, AlertPolicy(enabled=False), time.time())
+    host = to_dict(result)["subjects"][0]
+    assert host["subject"] == "host" and set(host["checks"]) == {"reports", "postfix_queue"}
+    assert host["reports"] == {"dmarc_reports": 3, "tls_reports": 1, "duplicates": 0, "unreadable": 1,
+                               "filed": 0, "left": 0}
+    assert host["postfix_queue"]["messages"]["deferred"] == 1 and host["postfix_queue"]["messages"]["hold"] == 1
+    influx = to_influx(result)
+    assert "mail_monitor_postfix_queue,instance=mx,queue=deferred messages=1i " in influx
+    assert "mail_monitor_reports,instance=mx dmarc_reports=3i,tls_reports=1i,unreadable=1i,left=0i " in influx
+    assert _host_lines(state) == [
+        "reports: 32 mails in DMARC reports from 3 reporter(s) (71.9% compliant); 102 TLS sessions; "
+        "1 unreadable report mail(s)",
+        "postfix queue: queue: 1 deferred, 1 hold; oldest deferred 2h",
+    ]
+
+
+def test_two_runs_reading_the_same_batch_count_it_once() -> None:
+    imap = Folders({"DMARC": list(MAILS)})
+    seams = HostSeams(imap=lambda e, d: Session(imap))  # type: ignore[arg-type,return-value]
+    results = []
+    for _ in range(2):  # both start from the same saved state, before either saved
+        steps = list(host_steps(config(), State().history(), seams))
+        results.append(RunResult(time.time(), 0.1, tuple(Engine().run(steps, Deadline(30.0))), "mx"))
+    state = State()
+    for result in results:  # each folds into the state the other saved, under the lock
+        state, _ = evaluate(saved(state), result, AlertPolicy(enabled=False), time.time())
+    assert dmarc_totals(state) == EXPECTED_DMARC and state.report_totals().invalid == 1
