@@ -99,7 +99,7 @@ def test_reports_are_counted_first_and_filed_by_the_next_run() -> None:
     result, state = run(imap, config(), State())
     check = result.checks[0]
     assert check.outcome is Outcome.OK, check.message
-    assert check.message.startswith("3 DMARC and 1 TLS reports read, 1 unreadable mail moved to the error folder")
+    assert check.message.startswith("3 DMARC and 1 TLS reports read, 1 unreadable mail counted as invalid")
     assert dmarc_totals(state) == EXPECTED_DMARC
     assert state.report_totals().tls == {TlsKey("google.com", "example.test", "success"): 100,
                                          TlsKey("google.com", "example.test", "failure"): 2}

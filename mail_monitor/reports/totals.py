@@ -115,7 +115,7 @@ def verdict(summary: BatchSummary) -> tuple[Outcome, str]:
         parts.append(f"{summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''} skipped")
     if summary.unreadable:
         parts.append(f"{summary.unreadable} unreadable mail{'s' if summary.unreadable != 1 else ''} "
-                     "moved to the error folder")
+                     "counted as invalid")
     if summary.left:
         parts.append(f"{summary.left} left for later runs")
     text = ", ".join(parts)
