@@ -191,6 +191,8 @@ def _update_reports(state: State, result: RunResult, now: float) -> None:
         unreadable = sum(1 for uid in read.cursor.error if uid >= counted_below)
         totals = count_reports(state.report_totals(), read.new, unreadable, now, dedup_window=read.dedup_window)
         state.reports = totals.to_json()
+        # The increments are in the totals now; the carried detail keeps only the summary.
+        state.checks[str(check.subject)][check.name].detail = detail_to_json(dataclasses.replace(read, new=()))
         if saved is None or not same_folder or read.cursor.next_uid >= saved.next_uid:
             state.reports_cursor = read.cursor
 

@@ -192,7 +192,9 @@ def test_a_carried_result_counts_nothing_again() -> None:
     carried = RunResult(time.time(), 0.1, (replace(result.checks[0], carried=True),), "mx")
     again, _ = evaluate(state, carried, AlertPolicy(enabled=False), time.time())
     assert dmarc_totals(again) == dmarc_totals(state)
-    assert isinstance(state.last_results()["host/reports"].detail, ReportsRead)
+    kept = state.last_results()["host/reports"].detail
+    assert isinstance(kept, ReportsRead) and kept.dmarc_reports == 1
+    assert kept.new == (), "the increments live in the totals, not twice in the state"
 
 
 def test_a_missing_folder_fails_the_check_with_its_name() -> None:
