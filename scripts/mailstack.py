@@ -16,6 +16,8 @@ import argparse
 import contextlib
 import datetime as dt
 import grp
+import importlib.metadata
+import importlib.util
 import os
 import pwd
 import shutil
@@ -82,6 +84,30 @@ def wait_for_exit(pids: list[int], timeout: float = 10.0) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             return
+        time.sleep(0.02)
+
+
+def stop_process_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGTERM every process in the group, SIGKILL what is left after `timeout`, wait till none is.
+
+    While a group has members its number cannot be given to a new process, so this reaches
+    exactly the processes that were in the group when called, and whatever they forked.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            if killed:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + timeout
         time.sleep(0.02)
 
 
@@ -456,33 +482,27 @@ class MailStack:
             wait_for_port("127.0.0.1", port)
 
     def stop_dovecot(self) -> None:
+        """Stop this stack's Dovecot and nothing else: the master's process group.
+
+        Dovecot's master starts its own session; every auth, login and imap process it
+        forks stays in that group, even one that outlives the master.
+        """
         pid_file = self.root / "dovecot-run" / "master.pid"
-        if not pid_file.exists():
-            return
-        # Children (auth, imap) can outlive "dovecot stop": stop the whole process group.
-        pids = self._dovecot_pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        wait_for_exit(pids)
+        master = read_pid_file(pid_file) or self._dovecot_pid
+        if master is not None and self._is_our_dovecot_group(master):
+            stop_process_group(master)
         pid_file.unlink(missing_ok=True)
         self._dovecot_pid = None
 
-    def _dovecot_pids(self) -> list[int]:
-        """The master and every process that names our config or instance."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if f"mailstack-{self.tag}".encode() in cmdline or f"{self.root}/dovecot.conf".encode() in cmdline:
-                pids.append(int(proc.name))
-        if self._dovecot_pid and self._dovecot_pid not in pids:
-            pids.append(self._dovecot_pid)
-        return pids
+    def _is_our_dovecot_group(self, master: int) -> bool:
+        """False if `master` is now another process: ours exited and its number was reused."""
+        try:
+            argv = Path(f"/proc/{master}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return True  # the master is gone; what is left in its group are its children
+        if argv == [b""]:
+            return True  # a zombie, not yet reaped: still our master's number
+        return str(self.root / "dovecot.conf").encode() in argv
 
     def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
         # postfix-script reports startup problems only to a terminal or syslog: give it a pty.
@@ -604,6 +624,18 @@ def run_demo(fmt: str) -> int:
         stack.destroy()
 
 
+def setup_problem(command: str) -> str | None:
+    """What this Python lacks for `command`; None if nothing."""
+    if importlib.util.find_spec("cryptography") is None:
+        return "the package cryptography (the stack's private CA) is missing"
+    if command == "demo":
+        try:
+            importlib.metadata.distribution("mail-monitor")
+        except importlib.metadata.PackageNotFoundError:
+            return "mail-monitor is not installed"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -616,6 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="start a stack, run one real mail-monitor check against it, stop")
     demo.add_argument("--format", default="text", choices=("text", "json", "influx"))
     args = parser.parse_args(argv)
+    problem = setup_problem(args.command)
+    if problem is not None:
+        print(f"mailstack: {problem} for {sys.executable}; `bash .ci/run` installs everything "
+              "into .venv, which scripts/mailstack uses", file=sys.stderr)
+        return 3
     if args.command == "demo":
         return run_demo(args.format)
 
@@ -635,7 +672,9 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     print(f"  account monitor@{DOMAIN}, password in {password_file}", file=sys.stderr)
     print(f"  config: {config_path}", file=sys.stderr)
-    print(f"try:  mail-monitor run --config {config_path} --no-state", file=sys.stderr)
+    installed = Path(sys.executable).parent / "mail-monitor"  # in .venv, not on PATH
+    command = installed if installed.exists() else "mail-monitor"
+    print(f"try:  {command} run --config {config_path} --no-state", file=sys.stderr)
     if args.ready_file:
         args.ready_file.touch()
     stop = False

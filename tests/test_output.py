@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import time
+import math
+
+import pytest
 
 from mail_monitor.output import render, summary_line
-from mail_monitor.probes.imap import FAST_INTERVAL, _Pacer, _poll_interval
+from mail_monitor.probes import imap
+from mail_monitor.probes.imap import FAST_INTERVAL, MAX_COMMANDS_PER_SECOND, _Pacer, _poll_interval
 from mail_monitor.results import Arrival, CheckResult, Outcome, RunResult, Subject
 
 HOME, GMAIL = Subject.route("home, main"), Subject.route("gmail")
@@ -98,25 +101,93 @@ def test_poll_schedule_is_fast_first_then_backs_off() -> None:
     assert _poll_interval(60) == 1.0
 
 
-def test_pacer_keeps_the_cadence() -> None:
-    pacer = _Pacer(end=time.monotonic() + 0.3)
+class FakeClock:
+    """Stands in for the pacer's ``time``: sleeps pass instantly, the caller's work takes ``work``."""
+
+    def __init__(self, work: float = 0.0) -> None:
+        self.now = 1000.0
+        self.work = work
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+        self.slept += seconds
+
+
+def paced(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, interval: float, duration: float) -> list[float]:
+    """The moments the pacer lets commands out until it refuses, on the fake clock."""
+    monkeypatch.setattr(imap, "time", clock)
+    pacer = _Pacer(end=clock.now + duration)
+    end = pacer.end
+    stamps: list[float] = []
+    while pacer.wait(interval):
+        stamps.append(clock.now)
+        clock.now += clock.work
+        assert len(stamps) <= 1000, "the pacer never stops"
+    assert pacer.count == len(stamps)
+    assert all(stamp < end for stamp in stamps)
+    assert clock.now < end + clock.work  # it refused at once rather than sleeping past the end
+    return stamps
+
+
+def assert_budget(stamps: list[float]) -> None:
+    """Never more than MAX_COMMANDS_PER_SECOND commands in any one-second window."""
+    window = MAX_COMMANDS_PER_SECOND
+    assert all(later - first >= 1.0 - 1e-9 for first, later in zip(stamps, stamps[window:], strict=False))
+
+
+@pytest.mark.parametrize("work", [0.0, 0.01, 0.04])
+def test_pacer_keeps_the_cadence(monkeypatch: pytest.MonkeyPatch, work: float) -> None:
+    clock = FakeClock(work)
+    stamps = paced(monkeypatch, clock, FAST_INTERVAL, duration=3.0)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= FAST_INTERVAL - 1e-9  # never earlier than the interval ...
+    assert max(gaps) <= FAST_INTERVAL + 1e-9  # ... nor later when the caller keeps up
+    assert len(stamps) == math.ceil(3.0 / FAST_INTERVAL)  # one per interval until the end
+    assert_budget(stamps)
+
+
+def test_pacer_does_not_catch_up_after_slow_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(work=0.25)  # each command takes longer than the interval
+    stamps = paced(monkeypatch, clock, FAST_INTERVAL, duration=2.9)
+    assert clock.slept == 0.0 and len(stamps) == 12
+    assert all(b - a == 0.25 for a, b in itertools.pairwise(stamps))
+
+    # One slow command, then quick ones: the missed polls are not made up in a burst.
+    clock = FakeClock()
+    monkeypatch.setattr(imap, "time", clock)
+    pacer = _Pacer(end=clock.now + 3.0)
     stamps = []
     while pacer.wait(FAST_INTERVAL):
-        stamps.append(time.monotonic())
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert 4 <= len(stamps) == pacer.count <= 6  # 0, 55, 110, ... ms until 300 ms
-    assert min(gaps) >= FAST_INTERVAL - 0.002
+        stamps.append(clock.now)
+        if len(stamps) == 2:
+            clock.now += 1.0
+        assert len(stamps) <= 1000, "the pacer never stops"
+    assert min(b - a for a, b in itertools.pairwise(stamps)) >= FAST_INTERVAL - 1e-9
 
 
-def test_pacer_never_lets_more_than_twenty_commands_into_a_second() -> None:
+def test_pacer_never_lets_more_than_twenty_commands_into_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     # Follow-up commands (interval 0) go out at once, but only within the budget.
-    pacer = _Pacer(end=time.monotonic() + 1.5)
-    stamps = []
-    while pacer.wait(0.0):
-        stamps.append(time.monotonic())
-    assert 20 < len(stamps) <= 40
-    assert all(b - a >= 1.0 - 0.002 for a, b in zip(stamps, stamps[20:], strict=False))
-    assert stamps[19] - stamps[0] < 0.05  # the first twenty were not held back
+    clock = FakeClock()
+    stamps = paced(monkeypatch, clock, 0.0, duration=2.5)
+    assert_budget(stamps)
+    assert stamps[:MAX_COMMANDS_PER_SECOND] == [stamps[0]] * MAX_COMMANDS_PER_SECOND  # not held back
+    assert len(stamps) == 3 * MAX_COMMANDS_PER_SECOND  # bursts at 0 s, 1 s and 2 s
+
+
+def test_pacer_stops_before_the_end_and_honours_a_delayed_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(imap, "time", clock)
+    pacer = _Pacer(end=clock.now + 0.1)
+    pacer.delay_start(0.04)
+    assert pacer.wait(FAST_INTERVAL) and clock.now == pytest.approx(pacer.started + 0.04)
+    assert pacer.wait(FAST_INTERVAL) and clock.now == pytest.approx(pacer.started + 0.095)
+    assert not pacer.wait(FAST_INTERVAL)  # 0.15 s would be past the end: refused without a sleep
+    assert clock.now == pytest.approx(pacer.started + 0.095) and pacer.count == 2
 
 
 def test_version_is_the_same_everywhere() -> None:
