@@ -19,18 +19,28 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from mail_monitor.config import ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
-from mail_monitor.probes.smtp import TOKEN_HEADER
+from mail_monitor.probes.bounded import BoundedIMAPClient
 from mail_monitor.probes.tls import client_context, peer_certificate
 from mail_monitor.results import Certificate
+from mail_monitor.testmail import (
+    BOUNCE_FETCH_BYTES,
+    GUARD_FIELDS,
+    Bounce,
+    arrival_criteria,
+    bounce_for,
+    bounce_search_criteria,
+    is_probe,
+    is_stale,
+    probe_headers,
+    search_criteria,
+)
 
 MAX_COMMANDS_PER_SECOND = 20  # in any one-second window of the wait
 FAST_INTERVAL = 0.055  # NOOP cadence: about 18 a second, room left for the follow-up SEARCH
@@ -44,6 +54,8 @@ SLOW_INTERVAL = 0.5
 IDLE_AFTER = 120.0
 IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
 EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth look
+_GUARD_FETCH = f"BODY.PEEK[HEADER.FIELDS ({' '.join(GUARD_FIELDS)})]"
+_MAX_BOUNCE_CANDIDATES = 20  # mails quoting one token: any more and something else is going on
 
 
 class ImapLoginError(Exception):
@@ -79,8 +91,9 @@ class ImapSession:
         self.certificate: Certificate | None = None
         self.selected: str | None = None
         self._folders: dict[str, _Folder] = {}
-        self.client = IMAPClient(
+        self.client = BoundedIMAPClient(
             endpoint.host,
+            deadline=deadline,
             port=endpoint.port,
             ssl=endpoint.tls == "implicit",
             ssl_context=client_context(endpoint.ca_file),
@@ -169,8 +182,9 @@ class ImapSession:
                 news, after = self._idle(min(IDLE_CYCLE, pacer.end - before))
             else:
                 self._refresh_timeout()
-                news = _has_new(self.client.noop()[1])
+                self.client.noop()
                 after = time.monotonic()
+                news = self._news()
             if news:
                 inbox = self._folders["INBOX"]
                 searched = time.monotonic()
@@ -211,9 +225,20 @@ class ImapSession:
         finally:
             self._refresh_timeout()
             _, done = self.client.idle_done()
-        if _has_new(responses):
+        if _has_new(responses) | self._news():
             return True, pushed
         return _has_new(done), time.monotonic()
+
+    def _news(self) -> bool:
+        """Whether the server reported new mail in the selected folder since we last asked.
+
+        Taken from imaplib's store of untagged responses, so news that came with any
+        command (a STATUS, a SEARCH) counts, and the store does not grow over a long wait.
+        """
+        store = self.client._imap.untagged_responses
+        exists = store.pop("EXISTS", None)
+        recent = store.pop("RECENT", None)
+        return bool(exists or recent)
 
     def _search_new(self, folder: _Folder, token: str, pacer: _Pacer) -> int | None:
         """UID SEARCH over the UIDs that arrived since we last looked (flat cost)."""
@@ -224,7 +249,7 @@ class ImapSession:
         if not pacer.wait(0.0):
             return None
         self._refresh_timeout()
-        uids = self.client.search(["UID", f"{folder.uidnext}:*", "HEADER", TOKEN_HEADER, token])
+        uids = self.client.search(["UID", f"{folder.uidnext}:*", *arrival_criteria(token)])
         # "n:*" also matches the highest UID when it is below n: filter those out.
         found = [int(u) for u in uids if int(u) >= folder.uidnext]
         return min(found) if found else None
@@ -250,29 +275,39 @@ class ImapSession:
             return None
         return max(0.0, max(stamps) - min(stamps))
 
-    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
-        """Delete mails, but only those that verifiably carry our header and subject prefix."""
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str, token: str | None = None) -> int:
+        """Delete mails, but only those whose fetched headers pass the probe guard.
+
+        With ``token``, only the probe with that token.
+        """
         uids = list(uids)
         if not uids:
             return 0
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        fields = f"BODY.PEEK[HEADER.FIELDS (SUBJECT {TOKEN_HEADER.upper()})]"
-        data = self.client.fetch(uids, [fields])
-        ours = [uid for uid, item in data.items() if _is_monitor_mail(_header_bytes(item), prefix)]
-        if not ours:
+        data = self.client.fetch(uids, [_GUARD_FETCH])
+        ours = [uid for uid, item in data.items() if is_probe(_header_bytes(item), prefix, token)]
+        return self._expunge(ours)
+
+    def _expunge(self, uids: list[int]) -> int:
+        if not uids:
             return 0
         self._refresh_timeout()
-        self.client.add_flags(ours, [b"\\Deleted"], silent=True)
+        self.client.add_flags(uids, [b"\\Deleted"], silent=True)
         if self.client.has_capability("UIDPLUS"):
             # UID EXPUNGE removes only these; a plain EXPUNGE would also remove mail the
             # user flagged \Deleted, which is not ours to remove.
-            self.client.uid_expunge(ours)
-        return len(ours)
+            self.client.uid_expunge(uids)
+        return len(uids)
 
-    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
-        """Monitor mails received more than ``older_than`` seconds ago (left by failed runs).
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float, *,
+                   instance: str | None = None, foreign_older_than: float | None = None) -> list[int]:
+        """Probes left by failed runs: this ``instance``'s after ``older_than`` seconds,
+        any other (another instance's, or without the marker) after ``foreign_older_than``
+        (testmail.foreign_stale_after gives the documented default). Without
+        ``foreign_older_than`` every probe is swept after ``older_than``, as before
+        instance markers existed.
 
         Only mail that arrived within ``window`` is searched, so the header search never
         reads the years of mail behind it. YOUNGER (RFC 5032 WITHIN) is answered from the
@@ -281,22 +316,74 @@ class ImapSession:
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        if self.client.has_capability("WITHIN"):
-            recent: list[Any] = ["YOUNGER", int(window)]
-        else:
-            recent = ["SINCE", datetime.date.fromtimestamp(time.time() - window)]
-        uids = self.client.search([*recent, "HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+        uids = self.client.search([*self._recent(window), *search_criteria(prefix)])
         if not uids:
             return []
         self._refresh_timeout()
-        dates = self.client.fetch(uids, ["INTERNALDATE"])
-        cutoff = time.time() - older_than
+        data = self.client.fetch(uids, ["INTERNALDATE", _GUARD_FETCH])
+        now = time.time()
         stale = []
-        for uid, item in dates.items():
+        for uid, item in data.items():
+            probe = probe_headers(_header_bytes(item), prefix)
             received = item.get(b"INTERNALDATE")
-            if received is not None and _timestamp(received) < cutoff:
+            if probe is None or received is None:
+                continue
+            if foreign_older_than is None:
+                sweep = now - _timestamp(received) > older_than
+            else:
+                sweep = is_stale(probe, now - _timestamp(received), instance=instance, own_after=older_than,
+                                 foreign_after=foreign_older_than)
+            if sweep:
                 stale.append(int(uid))
         return stale
+
+    def _recent(self, window: float) -> list[Any]:
+        if self.client.has_capability("WITHIN"):
+            return ["YOUNGER", int(window)]
+        return ["SINCE", datetime.date.fromtimestamp(time.time() - window)]
+
+    # -- bounces --------------------------------------------------------------------
+
+    def find_bounce(self, token: str, prefix: str, *, instance: str | None = None,
+                    folder: str = "INBOX", window: float = 86400.0) -> tuple[int, Bounce] | None:
+        """A bounce of the probe ``token`` in ``folder`` (the sender's INBOX): its UID and report.
+
+        Cheap: the server searches the text of what arrived since ``prepare`` (or within
+        ``window``) for the token; only those candidates are fetched, each at most
+        BOUNCE_FETCH_BYTES, and the guard in testmail decides.
+        """
+        if self.selected != folder:
+            self._select(folder)
+        watched = self._folders.get(folder)
+        scope: list[Any] = ["UID", f"{watched.uidnext}:*"] if watched else self._recent(window)
+        self._refresh_timeout()
+        uids = [int(u) for u in self.client.search([*scope, *bounce_search_criteria(token)])]
+        if watched:
+            uids = [u for u in uids if u >= watched.uidnext]
+        for uid, raw in self._fetch_bounded(sorted(uids)[:_MAX_BOUNCE_CANDIDATES]):
+            bounce = bounce_for(raw, prefix, token, instance)
+            if bounce is not None:
+                return uid, bounce
+        return None
+
+    def delete_bounce(self, uid: int, token: str, prefix: str, *, instance: str | None = None,
+                      folder: str = "INBOX") -> bool:
+        """Delete the bounce ``uid`` if, fetched again, it is still a bounce of ``token``."""
+        if self.selected != folder:
+            self._select(folder)
+        ours = [u for u, raw in self._fetch_bounded([uid]) if bounce_for(raw, prefix, token, instance)]
+        return self._expunge(ours) == 1
+
+    def _fetch_bounded(self, uids: list[int]) -> list[tuple[int, bytes]]:
+        if not uids:
+            return []
+        self._refresh_timeout()
+        data = self.client.fetch(uids, [f"BODY.PEEK[]<0.{BOUNCE_FETCH_BYTES}>"])
+        fetched = []
+        for uid, item in data.items():
+            raw = next((v for k, v in item.items() if k.startswith(b"BODY[]") and isinstance(v, bytes)), b"")
+            fetched.append((int(uid), raw))
+        return fetched
 
     @property
     def folders(self) -> list[str]:
@@ -370,16 +457,6 @@ def _header_bytes(item: dict[bytes, Any]) -> bytes:
         if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
             return value
     return b""
-
-
-def _is_monitor_mail(raw_headers: bytes, prefix: str) -> bool:
-    headers = BytesHeaderParser().parsebytes(raw_headers)
-    token = headers.get(TOKEN_HEADER)
-    subject = headers.get("Subject")
-    if not token or not str(token).strip() or subject is None:
-        return False
-    decoded = str(make_header(decode_header(str(subject))))
-    return decoded.startswith(prefix + " ")
 
 
 def _timestamp(value: Any) -> float:

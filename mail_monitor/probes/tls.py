@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 
 from mail_monitor.deadline import DeadlineExceeded
+from mail_monitor.probes.bounded import ServerMisbehaved
 from mail_monitor.results import Certificate
 
 _CONTEXTS: dict[Path | None, ssl.SSLContext] = {}
@@ -56,7 +57,7 @@ def is_certificate_error(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException, timeout: float | None = None) -> str:
     """One line for a user, from the exception a network step raised. Never echoes secrets."""
-    if isinstance(exc, DeadlineExceeded):
+    if isinstance(exc, (DeadlineExceeded, ServerMisbehaved)):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or exc.reason or str(exc)
