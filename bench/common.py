@@ -109,7 +109,9 @@ class LmtpDelayRelay:
 @contextmanager
 def mail_stack(users: Sequence[str] = ("monitor",), relay_delay: float | None = None,
                max_userip_connections: int = 10) -> Iterator[tuple[MailStack, LmtpDelayRelay | None]]:
-    root = Path(tempfile.mkdtemp(prefix="mailstack-bench-"))
+    # Not "mailstack-...": a test stack in a directory named "stack" stops every Dovecot whose
+    # title starts "mailstack-stack" (issue 10), and that is what a root of "mailstack-bench-*" gives.
+    root = Path(tempfile.mkdtemp(prefix="mmbench-"))
     stack = MailStack(root, max_userip_connections=max_userip_connections)
     relay = None
     if relay_delay is not None:

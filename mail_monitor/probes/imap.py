@@ -27,7 +27,7 @@ from imapclient.exceptions import LoginError
 from mail_monitor.config import ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.probes.bounded import BoundedIMAPClient
-from mail_monitor.probes.tls import client_context, peer_certificate
+from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
 from mail_monitor.testmail import (
     BOUNCE_FETCH_BYTES,
@@ -85,12 +85,18 @@ class _Folder:
 class ImapSession:
     """One logged-in IMAP session used for the auth check, the wait and the cleanup."""
 
-    def __init__(self, endpoint: ImapEndpoint, deadline: Deadline) -> None:
+    def __init__(self, endpoint: ImapEndpoint, deadline: Deadline, *, client: Any = None) -> None:
+        """Connect (and STARTTLS) to ``endpoint``; ``client``, an IMAPClient lookalike
+        already connected, replaces the connection (tests of the wait use a fake)."""
         self.endpoint = endpoint
         self.deadline = deadline
         self.certificate: Certificate | None = None
+        self.tls_version: str | None = None  # "TLSv1.3"; None without TLS
         self.selected: str | None = None
         self._folders: dict[str, _Folder] = {}
+        if client is not None:
+            self.client = client
+            return
         self.client = BoundedIMAPClient(
             endpoint.host,
             deadline=deadline,
@@ -108,6 +114,7 @@ class ImapSession:
                 self._refresh_timeout()
                 self.client.starttls(client_context(endpoint.ca_file))
             self.certificate = peer_certificate(self.client.socket(), endpoint.label)
+            self.tls_version = negotiated_version(self.client.socket())
         except BaseException:
             self.close()
             raise

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from mail_monitor.config import Endpoint, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.probes.bounded import BoundedSMTP, BoundedSMTP_SSL
-from mail_monitor.probes.tls import client_context, peer_certificate
+from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
 from mail_monitor.testmail import build_message as build_message  # where runner finds it
 
@@ -22,6 +22,7 @@ class SmtpSession:
         self.endpoint = endpoint
         self.deadline = deadline
         self.certificate: Certificate | None = None
+        self.tls_version: str | None = None  # "TLSv1.3"; None without TLS
         timeout = deadline.timeout()
         context = client_context(endpoint.ca_file)
         client: smtplib.SMTP
@@ -43,6 +44,7 @@ class SmtpSession:
                 client.starttls(context=context)
                 client.ehlo()
             self.certificate = peer_certificate(client.sock, endpoint.label)
+            self.tls_version = negotiated_version(client.sock)
         except BaseException:
             self.close()
             raise
