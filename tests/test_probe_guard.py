@@ -11,7 +11,7 @@ from mailstack import MailStack
 
 from mail_monitor.config import Endpoint, ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
-from mail_monitor.probes.imap import ImapSession
+from mail_monitor.probes.imap import Bounced, ImapSession
 from mail_monitor.probes.smtp import SmtpSession
 from mail_monitor.testmail import (
     INSTANCE_HEADER,
@@ -128,13 +128,11 @@ def test_a_real_bounce_is_found_never_taken_for_the_probe_and_deleted_by_the_gua
                                 subject_prefix=PREFIX, route="lost", token=tok, instance="host-a")
         sent = smtp.send(message, users["bouncer"], "nobody-here@example.test")
         smtp.close()
-        found = None
-        give_up = time.monotonic() + 30
-        while found is None and time.monotonic() < give_up:
-            time.sleep(0.2)
-            imap.client.noop()
-            found = imap.find_bounce(tok, PREFIX, instance="host-a")
-        assert found is not None, "Postfix's bounce did not arrive"
+        # The wait on the sender's mailbox ends with the bounce, not with an arrival.
+        waited = imap.wait_for_probe_or_bounce(tok, sent, 30.0, prefix=PREFIX, instance="host-a")
+        assert isinstance(waited, Bounced), waited
+        found = imap.find_bounce(tok, PREFIX, instance="host-a")
+        assert found is not None and found == (waited.uid, waited.bounce)
         uid, bounce = found
         assert bounce.token == tok and bounce.status == "5.1.1" and bounce.action == "failed"
         assert bounce.recipient == "nobody-here@example.test"

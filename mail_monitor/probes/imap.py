@@ -74,6 +74,17 @@ class Sighting:
     waited: float  # seconds from the start of the wait until the mail was found
 
 
+@dataclass(frozen=True)
+class Bounced:
+    """A bounce of the test mail arrived while the monitor waited for the mail itself."""
+
+    folder: str
+    uid: int
+    bounce: Bounce
+    commands: int  # IMAP commands sent while waiting
+    waited: float  # seconds from the start of the wait until the bounce was found
+
+
 @dataclass
 class _Folder:
     """A watched folder and the first UID our mail could have."""
@@ -170,6 +181,17 @@ class ImapSession:
         did not find the mail and the end of the first that did, and ``uncertainty`` is
         half its width: the truth lies inside it, whatever the network or server did.
         """
+        found = self._wait(token, sent, timeout, None)
+        return found if isinstance(found, Sighting) else None
+
+    def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
+                                 instance: str | None = None) -> Sighting | Bounced | None:
+        """``wait_for``, on a session in the sender's mailbox: a bounce of the probe (see
+        testmail.bounce_for) that arrives in INBOX meanwhile ends the wait at once."""
+        return self._wait(token, sent, timeout, (prefix, instance))
+
+    def _wait(self, token: str, sent: float, timeout: float,
+              bounces: tuple[str, str | None] | None) -> Sighting | Bounced | None:
         pacer = _Pacer(end=min(sent + timeout, self.deadline.at))
         # A random phase for the poll grid, so that it cannot lock onto a delivery time
         # that is itself regular (a fixed relay delay, a queue run every N ms): over many
@@ -198,6 +220,10 @@ class ImapSession:
                 found = self._search_new(inbox, token, pacer)
                 if found is not None:
                     return _sighting("INBOX", found, last_miss["INBOX"], after, pacer)
+                if bounces is not None:
+                    bounced = self._bounce_among_new(inbox, token, *bounces, pacer)
+                    if bounced is not None:
+                        return Bounced("INBOX", *bounced, pacer.count, time.monotonic() - pacer.started)
                 last_miss["INBOX"] = searched
             else:
                 last_miss["INBOX"] = before
@@ -246,6 +272,22 @@ class ImapSession:
         exists = store.pop("EXISTS", None)
         recent = store.pop("RECENT", None)
         return bool(exists or recent)
+
+    def _bounce_among_new(self, folder: _Folder, token: str, prefix: str, instance: str | None,
+                          pacer: _Pacer) -> tuple[int, Bounce] | None:
+        """A bounce of ``token`` among the mail that arrived in ``folder`` during the wait."""
+        if not pacer.wait(0.0):
+            return None
+        self._refresh_timeout()
+        uids = self.client.search(["UID", f"{folder.uidnext}:*", *bounce_search_criteria(token)])
+        candidates = sorted(int(u) for u in uids if int(u) >= folder.uidnext)[:_MAX_BOUNCE_CANDIDATES]
+        if not candidates or not pacer.wait(0.0):
+            return None
+        for uid, raw in self._fetch_bounded(candidates):
+            bounce = bounce_for(raw, prefix, token, instance)
+            if bounce is not None:
+                return uid, bounce
+        return None
 
     def _search_new(self, folder: _Folder, token: str, pacer: _Pacer) -> int | None:
         """UID SEARCH over the UIDs that arrived since we last looked (flat cost)."""
