@@ -6,8 +6,8 @@ watched by polling the selected INBOX with NOOP every 55 ms; a SEARCH is sent at
 once when NOOP reports new messages (never more than 20 commands in any second), and
 only over the UIDs that arrived since the wait began, so the cost does not grow with
 the mailbox.
-Long waits back off to a poll every half second, and after two minutes to IDLE where
-offered. Every reported moment is bracketed by a look that missed and one that hit.
+Long waits back off to a poll every half second, and after two and a half minutes to
+IDLE where offered. Every reported moment is bracketed by a look that missed and one that hit.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ BACKOFF_PHASE = 15.0  # then slow down to SLOW_INTERVAL by this point
 SLOW_INTERVAL = 0.5
 # IDLE only once the mail is this late: Dovecot pushes its news ~0.5 s late and in batches,
 # so before then polling gives the truer moment. Beyond it the bracket is the IDLE window.
-IDLE_AFTER = 120.0
+# Past the two minutes within which the roundtrip is promised to be true to 250 ms.
+IDLE_AFTER = 150.0
 IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
 EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth look
 _GUARD_FETCH = f"BODY.PEEK[HEADER.FIELDS ({' '.join(GUARD_FIELDS)})]"
