@@ -277,13 +277,17 @@ class ImapSession:
     def _bounce_among_new(self, folder: _Folder, token: str, prefix: str, instance: str | None,
                           pacer: _Pacer) -> tuple[int, Bounce] | None:
         """A bounce of ``token`` among the mail that arrived in ``folder`` during the wait."""
-        if not pacer.wait(0.0):
+        if not (pacer.wait(0.0) and pacer.wait(0.0)):  # a SEARCH, and maybe a FETCH
             return None
+        return self._first_bounce(["UID", f"{folder.uidnext}:*"], folder.uidnext, token, prefix, instance)
+
+    def _first_bounce(self, scope: list[Any], lowest: int, token: str, prefix: str,
+                      instance: str | None) -> tuple[int, Bounce] | None:
+        """SEARCH the token's text within ``scope``; the first candidate the guard accepts."""
         self._refresh_timeout()
-        uids = self.client.search(["UID", f"{folder.uidnext}:*", *bounce_search_criteria(token)])
-        candidates = sorted(int(u) for u in uids if int(u) >= folder.uidnext)[:_MAX_BOUNCE_CANDIDATES]
-        if not candidates or not pacer.wait(0.0):
-            return None
+        uids = [int(u) for u in self.client.search([*scope, *bounce_search_criteria(token)])]
+        # "n:*" also matches the highest UID when it is below n: filter those out.
+        candidates = sorted(u for u in uids if u >= lowest)[:_MAX_BOUNCE_CANDIDATES]
         for uid, raw in self._fetch_bounded(candidates):
             bounce = bounce_for(raw, prefix, token, instance)
             if bounce is not None:
@@ -405,16 +409,9 @@ class ImapSession:
         if self.selected != folder:
             self._select(folder)
         watched = self._folders.get(folder)
-        scope: list[Any] = ["UID", f"{watched.uidnext}:*"] if watched else self._recent(window)
-        self._refresh_timeout()
-        uids = [int(u) for u in self.client.search([*scope, *bounce_search_criteria(token)])]
-        if watched:
-            uids = [u for u in uids if u >= watched.uidnext]
-        for uid, raw in self._fetch_bounded(sorted(uids)[:_MAX_BOUNCE_CANDIDATES]):
-            bounce = bounce_for(raw, prefix, token, instance)
-            if bounce is not None:
-                return uid, bounce
-        return None
+        if watched is not None:
+            return self._first_bounce(["UID", f"{watched.uidnext}:*"], watched.uidnext, token, prefix, instance)
+        return self._first_bounce(self._recent(window), 0, token, prefix, instance)
 
     def delete_bounce(self, uid: int, token: str, prefix: str, *, instance: str | None = None,
                       folder: str = "INBOX") -> bool:
