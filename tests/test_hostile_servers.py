@@ -105,6 +105,25 @@ def trickle(greeting: bytes) -> Behaviour:
     return behave
 
 
+# The header of a 16 KiB TLS handshake record, whose body then never comes but byte by byte.
+_HANDSHAKE_RECORD = b"\x16\x03\x03\x40\x00"
+
+
+def trickled_handshake(sock: socket.socket) -> None:
+    trickle(_HANDSHAKE_RECORD + b"\x02" * 64)(sock)
+
+
+def trickled_starttls(sock: socket.socket) -> None:
+    sock.sendall(b"220 fake ESMTP\r\n")
+    for line in _lines(sock):
+        if line.upper().startswith(b"EHLO"):
+            sock.sendall(b"250-fake\r\n250 STARTTLS\r\n")
+        elif line.upper().startswith(b"STARTTLS"):
+            sock.sendall(b"220 go ahead\r\n")
+            trickled_handshake(sock)
+            return
+
+
 def healthy_smtp(sock: socket.socket) -> None:
     sock.sendall(b"220 fake ESMTP\r\n")
     for line in _lines(sock):
@@ -154,19 +173,19 @@ from mail_monitor.config import Endpoint, ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.probes.tls import describe_error
 
-protocol, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+protocol, port, seconds, tls = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 deadline = Deadline(seconds, step_timeout=30)
 try:
     if protocol == "imap":
         from mail_monitor.probes.imap import ImapSession
-        session = ImapSession(ImapEndpoint("127.0.0.1", port, "none"), deadline)
+        session = ImapSession(ImapEndpoint("127.0.0.1", port, tls), deadline)
         session.login("user", Secret("pw"))
         session.prepare([])
         session.client.noop()
         session.delete_own("INBOX", [1], "[mail-monitor]")
     else:
         from mail_monitor.probes.smtp import SmtpSession
-        session = SmtpSession(Endpoint("127.0.0.1", port, "none"), deadline, "client.test")
+        session = SmtpSession(Endpoint("127.0.0.1", port, tls), deadline, "client.test")
         session.login("user", Secret("pw"))
     session.close()
     print("ok")
@@ -176,10 +195,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # peak RSS, Mi
 """
 
 
-def run_client(protocol: str, port: int, deadline: float = 20.0) -> tuple[str, float]:
+def run_client(protocol: str, port: int, deadline: float = 20.0, tls: str = "none") -> tuple[str, float]:
     """The client's one line of output and its peak RSS in MiB."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CLIENT, protocol, str(port), str(deadline)],
+    child = subprocess.Popen([sys.executable, "-c", CLIENT, protocol, str(port), str(deadline), tls],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     try:
         out, err = child.communicate(timeout=deadline + 60)  # a guard for the suite, not a measurement
@@ -228,3 +247,15 @@ def test_a_server_trickling_a_line_cannot_outlast_the_deadline(serve, protocol, 
     message, _ = run_client(protocol, serve(trickle(greeting)), deadline=3.0)
     assert message.startswith(f"{protocol.upper()} server left a line unfinished ("), message
     assert message.endswith("until the run deadline"), message
+
+
+@pytest.mark.parametrize(("protocol", "tls", "behaviour"), [
+    ("imap", "implicit", trickled_handshake),
+    ("smtp", "implicit", trickled_handshake),
+    ("smtp", "starttls", trickled_starttls),
+])
+def test_a_server_trickling_its_tls_handshake_cannot_outlast_the_deadline(serve, protocol, tls, behaviour):
+    # The ssl module times the whole handshake against the socket's timeout, which the
+    # sessions never set past the deadline: without that, this would take hours.
+    message, _ = run_client(protocol, serve(behaviour), deadline=3.0, tls=tls)
+    assert message == "timed out"
