@@ -357,23 +357,28 @@ def _append(client: imaplib.IMAP4_SSL, folder: str, subject: str, *, token: str 
     assert status == "OK"
 
 
+def _token(n: int) -> str:
+    """A token shaped like the monitor's (Unix time, 16 hex digits): the guard checks the shape."""
+    return f"1763900000-{n:016x}"
+
+
 def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_config):
     old, fresh = dt.timedelta(hours=3), dt.timedelta(minutes=1)
     keep = {
         "INBOX": [
             ("Lunch on Friday?", None, old, ""),
             ("[mail-monitor] look-alike without the header", None, old, ""),
-            ("Re: [mail-monitor] self 123-abc", "123-abc", old, ""),  # header, but no prefix
-            ("[mail-monitor]self glued prefix", "124-abc", old, ""),
-            ("[mail-monitor] self fresh-one", "125-abc", fresh, ""),  # ours, but not stale yet
+            (f"Re: [mail-monitor] self {_token(1)}", _token(1), old, ""),  # header, but no prefix
+            (f"[mail-monitor]self {_token(2)}", _token(2), old, ""),  # prefix glued to the route
+            (f"[mail-monitor] self {_token(3)}", _token(3), fresh, ""),  # ours, but not stale yet
             ("Deleted by the user, not expunged", None, old, "\\Deleted"),
             # Ours and stale, but older than cleanup_window (7 days): never searched, so kept.
-            ("[mail-monitor] self 3-ancient", "3-ancient", dt.timedelta(days=30), ""),
+            (f"[mail-monitor] self {_token(4)}", _token(4), dt.timedelta(days=30), ""),
         ],
         "Junk": [("Buy now", None, old, "")],
     }
-    stale = {"INBOX": [("[mail-monitor] self 1-dead", "1-dead", old, "")],
-             "Junk": [("[mail-monitor] self 2-dead", "2-dead", old, "")]}
+    stale = {"INBOX": [(f"[mail-monitor] self {_token(5)}", _token(5), old, "")],
+             "Junk": [(f"[mail-monitor] self {_token(6)}", _token(6), old, "")]}
     client = imap_login(stack, "cleanup")
     try:
         for folder in ("INBOX", "Junk"):
