@@ -197,6 +197,27 @@ def test_undelivered_mail_fails_receive(stack, secrets_dir, write_config):
     assert outcomes(report)["cleanup"] == "ok"
 
 
+def test_a_bounce_fails_receive_at_once_with_its_status_and_is_cleaned_up(stack, secrets_dir, write_config):
+    # Mail to an address Dovecot does not know: Postfix bounces it to the sender, whose
+    # mailbox is the one being watched. The bounce quotes the probe; it is not its arrival.
+    before = subjects(stack, "monitor")
+    config = write_config(
+        monitor_toml()
+        + account_toml(stack, "self", "monitor", secrets_dir)
+        + account_toml(stack, "ghost", "monitor", secrets_dir, address="nobody-here@example.test")
+        + route_toml("self", "self", "ghost", receive_timeout="20s")
+    )
+    started = time.monotonic()
+    code, report, _ = run_json(config)
+    assert code == 2
+    assert outcomes(report)["receive"] == "failed"
+    assert "bounced for nobody-here@example.test with status 5.1.1" in message(report, "receive")
+    assert time.monotonic() - started < 15  # the bounce ended the wait, not receive_timeout
+    assert report["routes"][0]["roundtrip_seconds"] is None
+    assert outcomes(report)["cleanup"] == "ok" and "deleted 1 bounce(s)" in message(report, "cleanup")
+    assert subjects(stack, "monitor") == before  # the bounce is gone, nothing else was touched
+
+
 def test_slow_delivery_is_a_warning(stack, secrets_dir, write_config):
     config = write_config(monitor_toml() + account_toml(stack, "self", "monitor", secrets_dir)
                           + route_toml("self", "self", "self", slow_after="1ms"))
