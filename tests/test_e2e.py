@@ -7,6 +7,7 @@ import email
 import imaplib
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -419,7 +420,9 @@ def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_confi
 
 def test_many_routes_into_one_mailbox_respect_the_servers_connection_limit(tmp_path, write_config):
     # A server that allows 5 sessions per user and address; 8 routes deliver into one mailbox.
-    stack = MailStack(tmp_path / "stack", max_userip_connections=5)
+    # Outside pytest's own temp tree, which another pytest on the machine may make 0700
+    # while Postfix (its own user) still needs to traverse it.
+    stack = MailStack(Path(tempfile.mkdtemp(prefix="mailstack-limit-")) / "stack", max_userip_connections=5)
     stack.add_user("monitor", PASSWORDS["monitor"])
     (tmp_path / "monitor").write_text(PASSWORDS["monitor"] + "\n")
     stack.start()
@@ -431,3 +434,4 @@ def test_many_routes_into_one_mailbox_respect_the_servers_connection_limit(tmp_p
         assert len(report["routes"]) == 8
     finally:
         stack.destroy()
+        stack.root.parent.rmdir()
