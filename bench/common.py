@@ -109,7 +109,9 @@ class LmtpDelayRelay:
 @contextmanager
 def mail_stack(users: Sequence[str] = ("monitor",), relay_delay: float | None = None,
                max_userip_connections: int = 10) -> Iterator[tuple[MailStack, LmtpDelayRelay | None]]:
-    root = Path(tempfile.mkdtemp(prefix="mailstack-bench-"))
+    # Not "mailstack-...": a test stack in a directory named "stack" stops every Dovecot whose
+    # title starts "mailstack-stack" (issue 10), and that is what a root of "mailstack-bench-*" gives.
+    root = Path(tempfile.mkdtemp(prefix="mmbench-"))
     stack = MailStack(root, max_userip_connections=max_userip_connections)
     relay = None
     if relay_delay is not None:
@@ -140,8 +142,10 @@ def account_block(stack: MailStack, name: str, user: str) -> str:
 
 
 def write_config(stack: MailStack, routes: int = 1, *, delete: bool = True, extra_monitor: str = "",
-                 extra: str = "", name: str = "bench.toml") -> Path:
-    text = f'[monitor]\ndeadline = "60s"\ndelete_test_mail = {"true" if delete else "false"}\n{extra_monitor}\n'
+                 extra: str = "", name: str = "bench.toml", deadline: float = 60.0,
+                 receive_timeout: float = 30.0) -> Path:
+    text = (f'[monitor]\ndeadline = "{deadline:g}s"\ndelete_test_mail = {"true" if delete else "false"}\n'
+            f'{extra_monitor}\n')
     text += extra
     users = sorted(stack.accounts)
     for index in range(routes):
@@ -150,15 +154,16 @@ def write_config(stack: MailStack, routes: int = 1, *, delete: bool = True, extr
             text += account_block(stack, user, user)
     for index in range(routes):
         user = users[index % len(users)]
-        text += f'[[routes]]\nname = "r{index}"\nfrom = "{user}"\nto = "{user}"\nreceive_timeout = "30s"\n\n'
+        text += (f'[[routes]]\nname = "r{index}"\nfrom = "{user}"\nto = "{user}"\n'
+                 f'receive_timeout = "{receive_timeout:g}s"\n\n')
     path = stack.root / name
     path.write_text(text)
     return path
 
 
-def run_monitor(config: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+def run_monitor(config: Path, *extra: str, timeout: float = 120) -> dict:  # type: ignore[type-arg]
     done = subprocess.run([sys.executable, "-m", "mail_monitor", "run", "-c", str(config), "--no-state",
-                           "--format", "json", *extra], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                           "--format", "json", *extra], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     if not done.stdout:
         raise RuntimeError(done.stderr)
     return json.loads(done.stdout)  # type: ignore[no-any-return]

@@ -19,11 +19,13 @@ import re
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
+from mail_monitor.reports.totals import count_reports
 from mail_monitor.results import (
     CheckResult,
     Collection,
     Outcome,
     PendingProbe,
+    ReportsRead,
     RunResult,
     Subject,
     SubjectKind,
@@ -59,6 +61,7 @@ def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float
     state = copy.deepcopy(previous)
     _update_checks(state, result, now)
     _update_probes(state, result, now)
+    _update_reports(state, result, now)
     status = result.status
     if state.status != status or state.status_since is None:
         state.status, state.status_since = status, now
@@ -167,6 +170,31 @@ def _update_probes(state: State, result: RunResult, now: float) -> None:
             state.pending.pop(key, None)
     configured = {str(s.subject) for s in result.subjects}
     state.pending = {k: v for k, v in state.pending.items() if k in configured}
+
+
+def _update_reports(state: State, result: RunResult, now: float) -> None:
+    """Count the reports a run read into the lifetime totals, each report id once.
+
+    Runs on the state read under the lock; the cursor saved with the counts tells the
+    next run which mails it may now move away. A run without the reports check (not
+    configured) leaves the counters alone: they are only reset with the state.
+    """
+    for check in result.checks:
+        if check.carried or not isinstance(check.detail, ReportsRead):
+            continue
+        read, saved = check.detail, state.reports_cursor
+        same_folder = saved is not None and (saved.folder, saved.uidvalidity) == (read.cursor.folder,
+                                                                                  read.cursor.uidvalidity)
+        # Unreadable mails have no report id: those below the saved cursor were counted by
+        # a run that saved first (two runs at once read the same batch).
+        counted_below = saved.next_uid if saved is not None and same_folder else 0
+        unreadable = sum(1 for uid in read.cursor.error if uid >= counted_below)
+        totals = count_reports(state.report_totals(), read.new, unreadable, now, dedup_window=read.dedup_window)
+        state.reports = totals.to_json()
+        # The increments are in the totals now; the carried detail keeps only the summary.
+        state.checks[str(check.subject)][check.name].detail = detail_to_json(dataclasses.replace(read, new=()))
+        if saved is None or not same_folder or read.cursor.next_uid >= saved.next_uid:
+            state.reports_cursor = read.cursor
 
 
 def _new_alert(state: State, kind: str, title: str, message: str, priority: int, tags: list[str],

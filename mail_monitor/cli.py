@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mail_monitor import __version__
 from mail_monitor.config import (
@@ -26,6 +26,9 @@ from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
 from mail_monitor.output import FORMATS
 from mail_monitor.results import Outcome, Status, Subject
+
+if TYPE_CHECKING:
+    from mail_monitor.state import State
 
 log = logging.getLogger("mail_monitor")
 
@@ -258,6 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         trips = ", ".join(f"{Subject.parse(subject).label} {seconds:.2f}s"
                           for subject, seconds in sorted(state.last_roundtrip.items()))
         lines.append(f"last roundtrip: {trips}")
+    lines += _host_lines(state)
     if state.queue:
         lines.append(f"alerts waiting for delivery: {len(state.queue)}")
         for alert in state.queue:
@@ -265,6 +269,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                          + (f", last error: {alert.last_error})" if alert.last_error else ")"))
     sys.stdout.write("\n".join(lines) + "\n")
     return code
+
+
+def _host_lines(state: State) -> list[str]:
+    """The receivers' reports counted so far and the last look at the Postfix queue."""
+    lines = []
+    if state.reports:
+        totals = state.report_totals()
+        mails = sum(c.total for c in totals.dmarc.values())
+        compliant = sum(c.compliant for c in totals.dmarc.values())
+        share = f" ({compliant / mails:.1%} compliant)" if mails else ""
+        reporters = len({key.reporter for key in totals.dmarc})
+        sessions = sum(totals.tls.values())
+        lines.append(f"reports: {mails} mails in DMARC reports from {reporters} reporter(s){share}; "
+                     f"{sessions} TLS sessions; {totals.invalid} unreadable report mail(s)")
+    queue = state.checks.get("host", {}).get("postfix_queue")
+    if queue is not None and queue.message:
+        lines.append(f"postfix queue: {queue.message}")
+    return lines
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:

@@ -16,11 +16,14 @@ from prometheus_client.registry import Collector
 
 from mail_monitor import __version__
 from mail_monitor.files import write_atomic
+from mail_monitor.reports import DMARC_COUNTERS, DMARC_LABELS, TLS_LABELS
 from mail_monitor.results import (
     AuthVerdicts,
     BlocklistLookups,
     Collection,
     Outcome,
+    QueueDepth,
+    ReportsRead,
     RunResult,
     Subject,
     SubjectKind,
@@ -58,6 +61,7 @@ class RunCollector(Collector):
             yield from self._checks(kind, family)
         yield from self._routes()
         yield from self._deliverability()
+        yield from self._host()
         yield from self._run()
 
     def _checks(self, kind: SubjectKind, family: CheckFamily) -> Iterator[Metric]:
@@ -158,6 +162,40 @@ class RunCollector(Collector):
             for (method, source), ok in sorted(passed.items()):
                 auth.add_metric([subject.subject.name, method, source], 1.0 if ok else 0.0)
         yield from (m for m in (auth, listed) if m.samples)
+    def _host(self) -> Iterator[Metric]:
+        """What receivers reported (lifetime counters from the state) and the local queue (this run)."""
+        details = [check.detail for check in self.result.checks]
+        if self.state.reports or any(isinstance(d, ReportsRead) for d in details):
+            totals = self.state.report_totals()
+            dmarc = {name: CounterMetricFamily("mail_monitor_dmarc" + ("" if name == "total" else f"_{name}"),
+                                               f"DMARC aggregate reports: mails counted as {name} "
+                                               "(as dmarc-metrics-exporter)", labels=list(DMARC_LABELS))
+                     for name in DMARC_COUNTERS}
+            for key, counts in sorted(totals.dmarc.items()):
+                labels = [getattr(key, label) for label in DMARC_LABELS]
+                for name, family in dmarc.items():
+                    family.add_metric(labels, getattr(counts, name))
+            yield from dmarc.values()
+            sessions = CounterMetricFamily("mail_monitor_tlsrpt_sessions", "TLS-RPT sessions by result",
+                                           labels=list(TLS_LABELS))
+            for tls_key, count in sorted(totals.tls.items()):
+                sessions.add_metric([getattr(tls_key, label) for label in TLS_LABELS], count)
+            yield sessions
+            invalid = CounterMetricFamily("mail_monitor_reports_invalid", "Report mails that could not be read")
+            invalid.add_metric([], totals.invalid)
+            yield invalid
+        queue = next((d for d in details if isinstance(d, QueueDepth)), None)
+        if queue is not None:
+            depth = GaugeMetricFamily("mail_monitor_postfix_queue_messages", "Mails in each Postfix queue",
+                                      labels=["queue"])
+            for name, count in sorted(queue.depth.items()):
+                depth.add_metric([name], count)
+            yield depth
+            if queue.oldest_deferred_seconds is not None:
+                oldest = GaugeMetricFamily("mail_monitor_postfix_oldest_deferred_seconds",
+                                           "Age of the oldest deferred mail (absent when none is deferred)")
+                oldest.add_metric([], queue.oldest_deferred_seconds)
+                yield oldest
 
     def _run(self) -> Iterator[Metric]:
         result, state = self.result, self.state

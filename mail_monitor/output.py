@@ -9,6 +9,8 @@ from mail_monitor.results import (
     CheckResult,
     CleanupReport,
     Outcome,
+    QueueDepth,
+    ReportsRead,
     RunResult,
     SubjectKind,
     SubjectResult,
@@ -57,8 +59,16 @@ def _checks_dict(subject: SubjectResult, started_at: float) -> dict[str, Any]:
 
 
 def _subject_dict(subject: SubjectResult, result: RunResult) -> dict[str, Any]:
-    return {"subject": str(subject.subject), "status": subject.status.label,
+    data = {"subject": str(subject.subject), "status": subject.status.label,
             "checks": _checks_dict(subject, result.started_at)}
+    if (queue := subject.detail(QueueDepth)) is not None:
+        data["postfix_queue"] = {"messages": dict(queue.depth),
+                                 "oldest_deferred_seconds": _round(queue.oldest_deferred_seconds, 1)}
+    if (reports := subject.detail(ReportsRead)) is not None:
+        data["reports"] = {"dmarc_reports": reports.dmarc_reports, "tls_reports": reports.tls_reports,
+                           "duplicates": reports.duplicates, "unreadable": reports.unreadable,
+                           "filed": reports.filed, "left": reports.left}
+    return data
 
 
 def _route_dict(route: SubjectResult) -> dict[str, Any]:
@@ -180,6 +190,16 @@ def to_influx(result: RunResult) -> str:
             if arrival.delivery is not None:
                 fields.append(f"delivery_seconds={arrival.delivery:.3f}")
         lines.append(f"mail_monitor_route,{tags} {','.join(fields)} {stamp}")
+    for subject in result.subjects:
+        if (queue := subject.detail(QueueDepth)) is not None:
+            for name, count in queue.depth.items():
+                lines.append(f"mail_monitor_postfix_queue,instance={instance},queue={_tag(name)} "
+                             f"messages={count}i {stamp}")
+        if (reports := subject.detail(ReportsRead)) is not None and not any(c.carried for c in subject.checks
+                                                                             if c.detail is reports):
+            lines.append(f"mail_monitor_reports,instance={instance} dmarc_reports={reports.dmarc_reports}i,"
+                         f"tls_reports={reports.tls_reports}i,unreadable={reports.unreadable}i,"
+                         f"left={reports.left}i {stamp}")
     for endpoint, cert in result.certificates().items():
         lines.append(f"mail_monitor_tls,instance={instance},endpoint={_tag(endpoint)} "
                      f"not_after={int(cert.not_after)}i {stamp}")

@@ -172,10 +172,27 @@ class Collection:
 
 
 @dataclass(frozen=True)
+class ReportsCursor:
+    """Where the reports folder stands once a run's counts are saved.
+
+    ``done`` and ``error`` are the mails that run counted; the next run files them
+    away (so nothing moves before its counts are saved) and reads on from ``next_uid``.
+    """
+
+    folder: str
+    uidvalidity: int
+    next_uid: int = 1
+    done: tuple[int, ...] = ()
+    error: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class History:
     """What earlier runs left that this run's checks need: the async probes still under way."""
 
     pending: dict[str, tuple[PendingProbe, ...]] = field(default_factory=dict)  # subject -> probes
+    reports_seen: frozenset[str] = frozenset()  # report keys already counted (within dedup_window)
+    reports_cursor: ReportsCursor | None = None
 
     def probes(self, subject: Subject) -> tuple[PendingProbe, ...]:
         return self.pending.get(str(subject), ())
@@ -242,6 +259,38 @@ class BlocklistLookups:
     entries: tuple[BlocklistEntry, ...] = ()
 
 
+@dataclass(frozen=True)
+class ReportCount:
+    """What one report adds to the counters, in the state's row form; counted once by ``key``."""
+
+    key: str  # kind, reporter and report id
+    dmarc: tuple[dict[str, str | int], ...] = ()
+    tls: tuple[dict[str, str | int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportsRead:
+    """What the reports check read this run; the counting happens against the locked state."""
+
+    cursor: ReportsCursor
+    new: tuple[ReportCount, ...] = ()
+    dmarc_reports: int = 0
+    tls_reports: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    filed: int = 0  # mails an earlier run counted, moved away this run
+    left: int = 0  # mails still waiting for later runs
+    dedup_window: float = 7 * 86400.0  # seconds a report id is remembered
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """The local Postfix queue as ``postqueue -j`` listed it."""
+
+    depth: dict[str, int]
+    oldest_deferred_seconds: float | None = None
+
+
 # Every detail type, one per line: outputs find them by type, the state file by name.
 Detail = (
     Handshake
@@ -253,6 +302,8 @@ Detail = (
     | AuthVerdicts
     | DnsFacts
     | BlocklistLookups
+    | ReportsRead
+    | QueueDepth
 )
 D = TypeVar("D", bound=Detail)
 DETAIL_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Detail)}

@@ -21,11 +21,13 @@ from typing import Any
 
 from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
+from mail_monitor.reports.totals import ReportTotals
 from mail_monitor.results import (
     CheckResult,
     History,
     Outcome,
     PendingProbe,
+    ReportsCursor,
     Status,
     Subject,
     detail_from_json,
@@ -102,6 +104,8 @@ class State:
     pending: dict[str, list[PendingProbe]] = field(default_factory=dict)  # subject -> async probes
     lost_total: dict[str, int] = field(default_factory=dict)  # subject -> probes counted lost, ever
     late_total: dict[str, int] = field(default_factory=dict)  # subject -> probes that came late, ever
+    reports: dict[str, Any] = field(default_factory=dict)  # ReportTotals.to_json(): counters and seen ids
+    reports_cursor: ReportsCursor | None = None  # the reports folder: what to file next, where to read on
     first_run: bool = True  # not persisted as True: a state read from disk is never a first run
 
     def to_json(self) -> bytes:
@@ -127,7 +131,12 @@ class State:
         return _decode(data)
 
     def history(self) -> History:
-        return History({subject: tuple(probes) for subject, probes in self.pending.items()})
+        return History({subject: tuple(probes) for subject, probes in self.pending.items()},
+                       reports_seen=frozenset(self.report_totals().seen), reports_cursor=self.reports_cursor)
+
+    def report_totals(self) -> ReportTotals:
+        """The reports counters (validated when the state was read)."""
+        return ReportTotals.from_json(self.reports) if self.reports else ReportTotals()
 
     def last_results(self) -> dict[str, CheckResult]:
         """What each check found when it last ran, by result key: for checks not due this run."""
@@ -190,11 +199,31 @@ def _decode(data: dict[str, Any]) -> State:
     pending = {subject: [PendingProbe(**_known(PendingProbe, p)) for p in probes]
                for subject, probes in (data.get("pending") or {}).items()}
     queue = [Alert(**_known(Alert, item)) for item in data.get("queue") or []]
+    reports = data.get("reports") or {}
+    try:
+        ReportTotals.from_json(reports)
+    except ValueError as exc:
+        raise ValueError(f"reports: {exc}") from None
+    cursor = _cursor(data["reports_cursor"]) if data.get("reports_cursor") else None
     plain = _known(State, data)
-    for key in ("checks", "incident", "queue", "pending", "first_run"):
+    for key in ("checks", "incident", "queue", "pending", "reports", "reports_cursor", "first_run"):
         plain.pop(key, None)
     plain["status"] = Status[str(plain.get("status", "OK"))]
-    return State(**plain, checks=checks, incident=incident, queue=queue, pending=pending, first_run=False)
+    return State(**plain, checks=checks, incident=incident, queue=queue, pending=pending, reports=reports,
+                 reports_cursor=cursor, first_run=False)
+
+
+def _cursor(values: object) -> ReportsCursor:
+    known = _known(ReportsCursor, values)
+    for key in ("done", "error"):
+        uids = known.get(key, [])
+        if not isinstance(uids, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in uids):
+            raise ValueError(f"reports_cursor.{key}: expected a list of UIDs")
+        known[key] = tuple(uids)
+    if not isinstance(known.get("folder"), str) or not all(
+            isinstance(known.get(k, 1), int) for k in ("uidvalidity", "next_uid")):
+        raise ValueError("reports_cursor: expected folder, uidvalidity and next_uid")
+    return ReportsCursor(**known)
 
 
 class StateStore:

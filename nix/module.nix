@@ -311,6 +311,10 @@ let
       pathString (cfg.settings.metrics.textfile or null);
   metricsDirectory = if metricsFile == null then null else dirOf metricsFile;
 
+  # [postfix_queue] enable = true in the settings: the service then needs what postqueue
+  # needs (docs/queue.md). A configFile is opaque here; its host grants that itself.
+  queueCheck = cfg.configFile == null && ((cfg.settings.postfix_queue or { }).enable or false) == true;
+
   # The textfile directory node_exporter is already told about in its extraFlags, if any.
   # Read from extraFlags only: the module itself sets enabledCollectors, and reading an
   # option while defining it would recurse.
@@ -670,6 +674,10 @@ in
         after = [ "network-online.target" ];
         # Started by the timer only.
         restartIfChanged = false;
+        # The queue check runs `postqueue` from Postfix's package, found on PATH, not the
+        # set-gid wrapper in /run/wrappers/bin: set-gid does nothing under NoNewPrivileges,
+        # and the service holds the group itself (SupplementaryGroups below; docs/queue.md).
+        path = optional queueCheck config.services.postfix.package;
 
         serviceConfig = {
           Type = "oneshot";
@@ -697,6 +705,10 @@ in
           # "-": a missing file is the program's to report (exit 3, naming the key), not
           # a failure to set up the service's mount namespace.
           BindReadOnlyPaths = mkIf (caFilesInHomes != [ ]) (map (path: "-${path}") caFilesInHomes);
+          # The queue check: postqueue asks Postfix's showq service over the UNIX socket
+          # $queue_directory/public/showq, in a directory only the set-gid group may enter.
+          # The service holds that group itself, as set-gid does nothing under NoNewPrivileges.
+          SupplementaryGroups = optional queueCheck config.services.postfix.setgidGroup;
         }
         # Hardening, as nixpkgs' prometheus exporters have it, each a default that a
         # host may relax (`serviceConfig.ProtectHome = false;` without mkForce).
@@ -721,11 +733,13 @@ in
           ProtectSystem = "strict";
           RemoveIPC = true;
           # IMAP, SMTP, DNS (via resolv.conf) and ntfy need IP only. The exporters have
-          # the same list; unlike them, no exception for AF_UNIX is ever needed.
+          # the same list; unlike them, AF_UNIX is needed only for the queue check.
           RestrictAddressFamilies = [
             "AF_INET"
             "AF_INET6"
-          ];
+          ]
+          # Deviation for the queue check only: showq is a UNIX socket.
+          ++ optional queueCheck "AF_UNIX";
           RestrictNamespaces = true;
           RestrictRealtime = true;
           RestrictSUIDSGID = true;
@@ -742,7 +756,9 @@ in
           # Mounts it sees are its own; none propagate back to the host.
           PrivateMounts = true;
           # The service user maps to itself only: no other user exists in its view.
-          PrivateUsers = true;
+          # Deviation for the queue check only: in a private user namespace the postdrop
+          # group is not mapped, so the service would lose it.
+          PrivateUsers = !queueCheck;
           # Only its own processes in /proc, and no /proc/sys and the like.
           ProcSubset = "pid";
           ProtectProc = "invisible";

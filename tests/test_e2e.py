@@ -7,6 +7,7 @@ import email
 import imaplib
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -197,6 +198,27 @@ def test_undelivered_mail_fails_receive(stack, secrets_dir, write_config):
     assert outcomes(report)["cleanup"] == "ok"
 
 
+def test_a_bounce_fails_receive_at_once_with_its_status_and_is_cleaned_up(stack, secrets_dir, write_config):
+    # Mail to an address Dovecot does not know: Postfix bounces it to the sender, whose
+    # mailbox is the one being watched. The bounce quotes the probe; it is not its arrival.
+    before = subjects(stack, "monitor")
+    config = write_config(
+        monitor_toml()
+        + account_toml(stack, "self", "monitor", secrets_dir)
+        + account_toml(stack, "ghost", "monitor", secrets_dir, address="nobody-here@example.test")
+        + route_toml("self", "self", "ghost", receive_timeout="20s")
+    )
+    started = time.monotonic()
+    code, report, _ = run_json(config)
+    assert code == 2
+    assert outcomes(report)["receive"] == "failed"
+    assert "bounced for nobody-here@example.test with status 5.1.1" in message(report, "receive")
+    assert time.monotonic() - started < 15  # the bounce ended the wait, not receive_timeout
+    assert report["routes"][0]["roundtrip_seconds"] is None
+    assert outcomes(report)["cleanup"] == "ok" and "deleted 1 bounce(s)" in message(report, "cleanup")
+    assert subjects(stack, "monitor") == before  # the bounce is gone, nothing else was touched
+
+
 def test_slow_delivery_is_a_warning(stack, secrets_dir, write_config):
     config = write_config(monitor_toml() + account_toml(stack, "self", "monitor", secrets_dir)
                           + route_toml("self", "self", "self", slow_after="1ms"))
@@ -357,23 +379,28 @@ def _append(client: imaplib.IMAP4_SSL, folder: str, subject: str, *, token: str 
     assert status == "OK"
 
 
+def _token(n: int) -> str:
+    """A token shaped like the monitor's (Unix time, 16 hex digits): the guard checks the shape."""
+    return f"1763900000-{n:016x}"
+
+
 def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_config):
     old, fresh = dt.timedelta(hours=3), dt.timedelta(minutes=1)
     keep = {
         "INBOX": [
             ("Lunch on Friday?", None, old, ""),
             ("[mail-monitor] look-alike without the header", None, old, ""),
-            ("Re: [mail-monitor] self 123-abc", "123-abc", old, ""),  # header, but no prefix
-            ("[mail-monitor]self glued prefix", "124-abc", old, ""),
-            ("[mail-monitor] self fresh-one", "125-abc", fresh, ""),  # ours, but not stale yet
+            (f"Re: [mail-monitor] self {_token(1)}", _token(1), old, ""),  # header, but no prefix
+            (f"[mail-monitor]self {_token(2)}", _token(2), old, ""),  # prefix glued to the route
+            (f"[mail-monitor] self {_token(3)}", _token(3), fresh, ""),  # ours, but not stale yet
             ("Deleted by the user, not expunged", None, old, "\\Deleted"),
             # Ours and stale, but older than cleanup_window (7 days): never searched, so kept.
-            ("[mail-monitor] self 3-ancient", "3-ancient", dt.timedelta(days=30), ""),
+            (f"[mail-monitor] self {_token(4)}", _token(4), dt.timedelta(days=30), ""),
         ],
         "Junk": [("Buy now", None, old, "")],
     }
-    stale = {"INBOX": [("[mail-monitor] self 1-dead", "1-dead", old, "")],
-             "Junk": [("[mail-monitor] self 2-dead", "2-dead", old, "")]}
+    stale = {"INBOX": [(f"[mail-monitor] self {_token(5)}", _token(5), old, "")],
+             "Junk": [(f"[mail-monitor] self {_token(6)}", _token(6), old, "")]}
     client = imap_login(stack, "cleanup")
     try:
         for folder in ("INBOX", "Junk"):
@@ -393,7 +420,9 @@ def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_confi
 
 def test_many_routes_into_one_mailbox_respect_the_servers_connection_limit(tmp_path, write_config):
     # A server that allows 5 sessions per user and address; 8 routes deliver into one mailbox.
-    stack = MailStack(tmp_path / "stack", max_userip_connections=5)
+    # Outside pytest's own temp tree, which another pytest on the machine may make 0700
+    # while Postfix (its own user) still needs to traverse it.
+    stack = MailStack(Path(tempfile.mkdtemp(prefix="mailstack-limit-")) / "stack", max_userip_connections=5)
     stack.add_user("monitor", PASSWORDS["monitor"])
     (tmp_path / "monitor").write_text(PASSWORDS["monitor"] + "\n")
     stack.start()
@@ -405,3 +434,4 @@ def test_many_routes_into_one_mailbox_respect_the_servers_connection_limit(tmp_p
         assert len(report["routes"]) == 8
     finally:
         stack.destroy()
+        stack.root.parent.rmdir()

@@ -708,6 +708,9 @@ def write_units(result: dict[str, Any], root: Path) -> tuple[Path, Path]:
 
 SETUPS = ["simple", "multi-account", "docs-example", "existing-module", "config-file", "vm-test", "uneven-interval",
           "new-keys", "docs-example-new-keys"]
+# The queue check relaxes three hardening settings on purpose (docs/queue.md), so only
+# systemd-analyze verify runs on it, not the exposure bound.
+QUEUE_CHECK: dict[str, Any] = merged(BASE, {"settings": {"postfix_queue": {"enable": True}}})
 
 
 def setup_result(name: str, tmp_path: Path) -> dict[str, Any]:
@@ -729,6 +732,8 @@ def setup_result(name: str, tmp_path: Path) -> dict[str, Any]:
         return evaluate_nix(docs_example("heartbeat.url"), tmp_path)
     if name == "uneven-interval":
         return evaluate(merged(BASE, {"interval": "1h 30min"}))
+    if name == "postfix-queue":
+        return evaluate(QUEUE_CHECK, {"services": {"postfix": {"enable": True}}})
     if name == "config-file":
         return evaluate({"enable": True, "configFile": "/etc/mail-monitor.toml",
                          "metrics": {"textfile": {"enable": True}}}, NODE_EXPORTER)
@@ -749,7 +754,7 @@ def test_hardening_exposure_is_at_most_1_1(tmp_path: Path, setup: str) -> None:
 
 
 @needs_lib
-@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize("setup", [*SETUPS, "postfix-queue"])
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, setup: str) -> None:
     result = setup_result(setup, tmp_path)
     root = tmp_path / "root"
@@ -764,6 +769,33 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, setup: str) -> None:
                           capture_output=True, text=True, timeout=60, cwd=root)
     # verify exits 0 on unknown keys: any output at all is a failure.
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+@needs_lib
+@pytest.mark.parametrize("postfix", [{"enable": True}, {"enable": True, "setgidGroup": "maildrop"}, {}])
+def test_queue_check_gets_exactly_what_postqueue_needs(tmp_path: Path, postfix: dict[str, Any]) -> None:
+    result = evaluate(QUEUE_CHECK, {"services": {"postfix": postfix}})
+    assert result["failedAssertions"] == []
+    service = result["serviceConfig"]
+    assert service["SupplementaryGroups"] == [postfix.get("setgidGroup", "postdrop")]
+    assert service["RestrictAddressFamilies"] == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert service["PrivateUsers"] is False
+    # Postfix's own postqueue on PATH; never the set-gid wrapper, which NoNewPrivileges defeats.
+    (path,) = result["servicePath"]
+    assert re.fullmatch(r"/nix/store/\w+-postfix-0", path)
+    assert service["NoNewPrivileges"] is True and service["ProtectSystem"] == "strict"
+    assert service["SystemCallFilter"] == ["@system-service", "~@privileged", "~@resources"]
+    assert check_config(result, tmp_path)["postfix_queue"]["enable"] is True
+
+
+@needs_lib
+def test_without_the_queue_check_nothing_is_relaxed() -> None:
+    for config in (BASE, merged(BASE, {"settings": {"postfix_queue": {"enable": False}}})):
+        result = evaluate(config, {"services": {"postfix": {"enable": True}}})
+        service = result["serviceConfig"]
+        assert service["RestrictAddressFamilies"] == ["AF_INET", "AF_INET6"]
+        assert service["PrivateUsers"] is True
+        assert service.get("SupplementaryGroups", []) == [] and result["servicePath"] == []
 
 
 # --------------------------------------------------------------------------- VM test and package

@@ -427,7 +427,7 @@ def test_one_runs_step_counts_new_reports_and_warns_on_compliance() -> None:
     assert (summary.dmarc_reports, summary.tls_reports, summary.duplicates, summary.totals.invalid) == (3, 1, 1, 2)
     assert verdict(summary) == (Outcome.WARNING, (
         "google.com: 52.6% of 19 mails DMARC-compliant; failing dkim 73.7%, spf 52.6% "
-        "(3 DMARC and 1 TLS reports read, 1 duplicate skipped, 2 unreadable mails moved to the error folder, "
+        "(3 DMARC and 1 TLS reports read, 1 duplicate skipped, 2 unreadable mails counted as invalid, "
         "5 left for later runs)"))
 
     again = apply_batch(summary.totals, reports, unreadable=0, left=0, now=2000.0, min_compliance=0.9)

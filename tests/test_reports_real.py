@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORDS
+from conftest import PASSWORDS, account_toml, monitor_toml, route_toml, run_cli
 from imapclient import IMAPClient
 from mailstack import MailStack
 from report_samples import (
@@ -262,3 +262,126 @@ def test_a_postfix_that_is_not_running_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {tmp_path / 'queue'}\n")
     with pytest.raises(QueueError, match=r"^postqueue: fatal: "):
         read_queue(str(tmp_path), timeout=30)
+
+
+# -- through the real command: the engine, the state, the textfile --------------------
+
+
+def host_config(stack: MailStack, secrets_dir: Path, tmp_path: Path, extra: str) -> Path:
+    text = (monitor_toml(state_file=tmp_path / "state.json", deadline="90s")
+            + account_toml(stack, "self", "monitor", secrets_dir)
+            + account_toml(stack, "reports", USER, secrets_dir)
+            + route_toml("self", "self", "self")
+            + f'[metrics]\ntextfile = "{tmp_path / "mail_monitor.prom"}"\n\n' + extra)
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def cli_run(config: Path) -> dict:  # type: ignore[type-arg]
+    done = run_cli("run", "-c", str(config), "--format", "json", "--no-notify")
+    assert done.stdout, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def host(report: dict) -> dict:  # type: ignore[type-arg]
+    return next(s for s in report["subjects"] if s["subject"] == "host")  # type: ignore[no-any-return]
+
+
+def metric_lines(path: Path, prefix: str) -> list[str]:
+    return sorted(line for line in path.read_text().splitlines() if line.startswith(prefix))
+
+
+def test_reports_through_the_cli_count_once_and_are_filed_on_the_next_run(
+        stack: MailStack, secrets_dir: Path, tmp_path: Path) -> None:
+    folder = f"DMARC{secrets.token_hex(3)}"
+    recipient = f"{USER}+{folder}@example.test"
+    good = [google_mail(), microsoft_mail(), yahoo_mail(), tls_mail(), google_mail()]  # the last one: a duplicate
+    bad = [report_mail(zip_bomb(7), "bomb.zip", "application/zip"),
+           report_mail(gz(GOOGLE.xml())[:200], "r.xml.gz", "application/gzip")]
+    for raw in good + bad:
+        submit(stack, raw, recipient)
+    client = connect(stack)
+    try:
+        wait_for_messages(client, folder, len(good) + len(bad))
+        done, error = (subfolder(client, folder, name, Deadline(30)) for name in ("done", "error"))
+    finally:
+        client.logout()
+    config = host_config(stack, secrets_dir, tmp_path,
+                         f'[reports]\naccount = "reports"\nfolder = "{folder}"\ndone_folder = "{done}"\n'
+                         f'error_folder = "{error}"\ninterval = "0"\nmin_compliance = 0.9\n')
+    textfile = tmp_path / "mail_monitor.prom"
+
+    first = host(cli_run(config))["checks"]["reports"]
+    assert first["outcome"] == "warning", first
+    assert first["message"].startswith("google.com: 52.6% of 19 mails DMARC-compliant; failing dkim 73.7%")
+    assert "(3 DMARC and 1 TLS reports read, 1 duplicate skipped, 2 unreadable mails counted" in first["message"]
+    counters = metric_lines(textfile, "mail_monitor_dmarc_total{")
+    expected = sorted(
+        f'mail_monitor_dmarc_total{{dkim_domain="{key.dkim_domain}",from_domain="{key.from_domain}",'
+        f'reporter="{key.reporter}",spf_domain="{key.spf_domain}"}} {float(counts.total)}'
+        for key, counts in EXPECTED_DMARC.items())
+    assert counters == expected
+    assert metric_lines(textfile, "mail_monitor_reports_invalid_total") == ["mail_monitor_reports_invalid_total 2.0"]
+    assert 'mail_monitor_tlsrpt_sessions_total{policy_domain="example.test",reporter="google.com",' \
+           'result="success"} 100.0' in textfile.read_text()
+    client = connect(stack)
+    try:
+        assert client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"] == len(good) + len(bad)  # not yet moved
+    finally:
+        client.logout()
+
+    second = host(cli_run(config))["checks"]["reports"]
+    assert second["outcome"] == "ok", second
+    assert second["message"] == "0 DMARC and 0 TLS reports read; 7 mails counted earlier filed away"
+    assert metric_lines(textfile, "mail_monitor_dmarc_total{") == expected  # nothing counted twice
+    assert metric_lines(textfile, "mail_monitor_reports_invalid_total") == ["mail_monitor_reports_invalid_total 2.0"]
+    client = connect(stack)
+    try:
+        assert client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"] == 0
+        assert client.folder_status(done, [b"MESSAGES"])[b"MESSAGES"] == len(good)
+        assert client.folder_status(error, [b"MESSAGES"])[b"MESSAGES"] == len(bad)
+    finally:
+        client.logout()
+    status = run_cli("status", "-c", str(config))
+    assert "reports: 32 mails in DMARC reports from 3 reporter(s) (71.9% compliant); 102 TLS sessions; " \
+           "2 unreadable report mail(s)" in status.stdout, status.stdout
+
+
+def test_queue_check_through_the_cli_with_held_and_deferred_mail(
+        stack: MailStack, relay: DeferringRelay, secrets_dir: Path, tmp_path: Path) -> None:
+    postfix = str(stack.root / "postfix")
+    recipient = f"someone@defer{relay.port}.test"
+    for n in range(2):
+        submit(stack, f"Subject: queue cli {n}\r\n\r\nhello\r\n".encode(), recipient)
+    end = time.monotonic() + 60
+    while True:
+        ours = [e for e in queue_entries(stack) if any(r["address"] == recipient for r in e.get("recipients", []))]
+        if len(ours) == 2 and all(e["queue_name"] == "deferred" for e in ours):
+            break
+        assert time.monotonic() < end, ours
+        time.sleep(0.2)
+    try:
+        subprocess.run(["postsuper", "-c", postfix, "-h", ours[0]["queue_id"]], check=True, capture_output=True,
+                       timeout=30)
+        listed = queue_entries(stack)
+        deferred = sum(e["queue_name"] == "deferred" for e in listed)
+        held = sum(e["queue_name"] == "hold" for e in listed)
+        config = host_config(stack, secrets_dir, tmp_path,
+                             f'[postfix_queue]\nenable = true\nconfig_directory = "{postfix}"\n'
+                             f'postqueue = "{unprivileged_postqueue(tmp_path, "postdrop")}"\n'
+                             f"warn_deferred = {deferred}\ncrit_deferred = {deferred + 5}\n")
+        report = cli_run(config)
+        check = host(report)["checks"]["postfix_queue"]
+        assert check["outcome"] == "warning", check
+        assert check["message"].startswith(f"{deferred} deferred (warning at {deferred})")
+        assert host(report)["postfix_queue"]["messages"]["hold"] == held >= 1
+        textfile = tmp_path / "mail_monitor.prom"
+        assert f'mail_monitor_postfix_queue_messages{{queue="deferred"}} {float(deferred)}' in textfile.read_text()
+        assert f'mail_monitor_postfix_queue_messages{{queue="hold"}} {float(held)}' in textfile.read_text()
+        oldest = metric_lines(textfile, "mail_monitor_postfix_oldest_deferred_seconds ")
+        assert len(oldest) == 1 and float(oldest[0].split()[1]) >= 0
+        assert 'mail_monitor_host_check_warning{check="postfix_queue"} 1.0' in textfile.read_text()
+    finally:
+        for item in ours:
+            subprocess.run(["postsuper", "-c", postfix, "-d", item["queue_id"]], capture_output=True, timeout=30)

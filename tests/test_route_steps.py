@@ -13,9 +13,10 @@ from mail_monitor.checks.routes import CLEANUP_RESERVE, MAX_SESSIONS_PER_MAILBOX
 from mail_monitor.config import Account, Config, Endpoint, ImapEndpoint, MonitorSettings, Route, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import Engine
-from mail_monitor.probes.imap import Arrived, ImapLoginError, Sighting
+from mail_monitor.probes.imap import Arrived, Bounced, ImapLoginError, Sighting
 from mail_monitor.probes.tls import describe_error
 from mail_monitor.results import Arrival, Certificate, CleanupReport, History, Outcome, RunResult, Status
+from mail_monitor.testmail import Bounce
 
 NOT_AFTER = time.time() + 90 * 86400
 
@@ -32,6 +33,9 @@ class World:
     wait_timeouts: list[float] = field(default_factory=list)
     deleted: list[tuple[str, list[int]]] = field(default_factory=list)
     arrived: dict[str, Arrived] = field(default_factory=dict)  # async probes the server has
+    bounce: Bounce | None = None  # a bounce of the probe arrives instead of the probe
+    bounces_deleted: list[tuple[str, int, str]] = field(default_factory=list)
+    sweeps: list[tuple[str | None, float, float | None]] = field(default_factory=list)
     raw: bytes = b""  # the received probe as fetch_message returns it
     fetched: list[int] = field(default_factory=list)  # limits fetch_message was called with
     open_imap: int = 0
@@ -69,14 +73,31 @@ class FakeImap:
         self.world.fetched.append(limit)
         return self.world.raw[:limit]
 
-    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
+    def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
+                                 instance: str | None = None) -> Sighting | Bounced | None:
+        if self.world.bounce is not None:
+            return Bounced("INBOX", 99, self.world.bounce, 3, 0.2)
+        return self.wait_for(token, sent, timeout)
+
+    def find_bounce(self, token: str, prefix: str, *, instance: str | None = None,
+                    folder: str = "INBOX", window: float = 86400.0) -> tuple[int, Bounce] | None:
+        return None
+
+    def delete_bounce(self, uid: int, token: str, prefix: str, *, instance: str | None = None,
+                      folder: str = "INBOX") -> bool:
+        self.world.bounces_deleted.append((folder, uid, token))
+        return True
+
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str, token: str | None = None) -> int:
         if self.world.cleanup_error is not None:
             raise self.world.cleanup_error
         uids = list(uids)
         self.world.deleted.append((folder, uids))
         return len(uids)
 
-    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float, *,
+                   instance: str | None = None, foreign_older_than: float | None = None) -> list[int]:
+        self.world.sweeps.append((instance, older_than, foreign_older_than))
         return []
 
     def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]:
@@ -216,3 +237,24 @@ def test_a_server_echoing_the_password_never_gets_it_into_a_result() -> None:
     login = next(r for r in results if r.name == "imap_auth")
     assert login.outcome is Outcome.FAILED
     assert "pw-s3cret!" not in login.message and "<redacted>" in login.message
+
+
+def test_a_bounce_fails_receive_with_its_status_and_is_cleaned_up_like_a_probe() -> None:
+    bounce = Bounce("tok", status="5.1.1", diagnostic="smtp; 550 5.1.1 <nobody@example.org>: User unknown",
+                    recipient="nobody@example.org", action="failed")
+    world = World(bounce=bounce)
+    result = run(world)
+    receive = result.routes[0].check("receive")
+    assert receive is not None and receive.outcome is Outcome.FAILED
+    assert "bounced for nobody@example.org with status 5.1.1" in receive.message
+    assert result.routes[0].arrival() is None  # a bounce is never the probe's arrival
+    assert outcomes(result)["cleanup"] is Outcome.OK
+    [(folder, uid, token)] = world.bounces_deleted
+    assert (folder, uid) == ("INBOX", 99) and token  # through the bounce guard, with the probe's token
+    assert [d for d in world.deleted if d[1]] == []  # no probe was there to delete
+
+
+def test_the_stale_sweep_spares_other_instances_much_longer() -> None:
+    world = World()
+    run(world, config(instance="mx", stale_after=3600.0))
+    assert world.sweeps and all(s == ("mx", 3600.0, 86400.0) for s in world.sweeps)

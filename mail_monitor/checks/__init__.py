@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from mail_monitor.checks.deliverability import deliverability_steps
+from mail_monitor.checks.reports import host_steps
 from mail_monitor.checks.routes import route_steps
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
@@ -19,7 +20,7 @@ from mail_monitor.results import CheckResult, History, RunResult
 
 Family = Callable[[Config, History], Iterable[Step]]
 
-FAMILIES: tuple[Family, ...] = (route_steps, deliverability_steps)
+FAMILIES: tuple[Family, ...] = (route_steps, deliverability_steps, host_steps)
 OUTPUT_RESERVE = 10.0  # seconds of the deadline kept for state, alerts and metrics
 
 
@@ -29,8 +30,9 @@ def all_steps(config: Config, history: History | None = None) -> list[Step]:
 
 
 def needs_history(config: Config) -> bool:
-    """Whether a run must read the state before its checks (carried results, async probes)."""
-    return any(step.interval > 0 for step in all_steps(config)) or any(r.mode == "async" for r in config.routes)
+    """Whether a run must read the state before its checks (carried results, async probes, reports)."""
+    return any(step.interval > 0 for step in all_steps(config)) or any(r.mode == "async" for r in config.routes) \
+        or config.reports is not None
 
 
 def run_checks(config: Config, deadline: Deadline | None = None,

@@ -6,7 +6,6 @@ skips ("smtp_auth failed") and the deadline handling come from the engine.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ from typing import Protocol, runtime_checkable
 from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
-from mail_monitor.probes.imap import Arrived, ImapLoginError, ImapSession, Sighting
-from mail_monitor.probes.smtp import SmtpSession, build_message
+from mail_monitor.probes.imap import Arrived, Bounced, ImapLoginError, ImapSession, Sighting
+from mail_monitor.probes.smtp import SmtpSession
 from mail_monitor.probes.tls import describe_error, is_certificate_error
 from mail_monitor.results import (
     Arrival,
@@ -32,6 +31,7 @@ from mail_monitor.results import (
     Submission,
     TlsReport,
 )
+from mail_monitor.testmail import Bounce, build_message, foreign_stale_after, new_token
 
 MAX_CONNECTING = 8  # handshakes in flight at once, so many routes do not storm the server
 # Open IMAP sessions per recipient login at once. Dovecot allows 10 per user and client
@@ -61,9 +61,16 @@ class Mailbox(Protocol):
     def login(self, username: str, password: Secret) -> None: ...
     def prepare(self, extra_folders: Sequence[str]) -> None: ...
     def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None: ...
+    def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
+                                 instance: str | None = None) -> Sighting | Bounced | None: ...
+    def find_bounce(self, token: str, prefix: str, *, instance: str | None = None,
+                    folder: str = "INBOX", window: float = 86400.0) -> tuple[int, Bounce] | None: ...
+    def delete_bounce(self, uid: int, token: str, prefix: str, *, instance: str | None = None,
+                      folder: str = "INBOX") -> bool: ...
     def delivery_seconds(self, folder: str, uid: int) -> float | None: ...
-    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int: ...
-    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]: ...
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str, token: str | None = None) -> int: ...
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float, *,
+                   instance: str | None = None, foreign_older_than: float | None = None) -> list[int]: ...
     def find_tokens(self, tokens: Iterable[str], prefix: str, since: float) -> dict[str, Arrived]: ...
     def fetch_message(self, folder: str, uid: int, limit: int) -> bytes: ...
     @property
@@ -115,8 +122,10 @@ class ToDelete:
     when the read failed.
     """
 
-    mails: tuple[tuple[str, int], ...]
+    mails: tuple[tuple[str, int], ...] = ()
     raw: bytes | None = None
+    token: str = ""
+    bounces: tuple[tuple[str, int], ...] = ()  # bounces of the probe, deleted through their own guard
 
 
 @dataclass(frozen=True)
@@ -213,12 +222,22 @@ class RouteChecks:
         imap = ctx.value(self.id("imap_auth"), Mailbox)
         # Keep a little of the run for cleanup; the wait never eats into it.
         wait_limit = min(route.receive_timeout, ctx.deadline.remaining() - CLEANUP_RESERVE)
-        found = imap.wait_for(sent.token, sent.started, max(0.0, wait_limit - (time.monotonic() - sent.started)))
+        budget = max(0.0, wait_limit - (time.monotonic() - sent.started))
+        prefix, instance = self.config.monitor.subject_prefix, self.config.monitor.instance
+        if self.bounces_come_here():
+            # The sender's mailbox is this one: a bounce of the probe ends the wait at once.
+            found = imap.wait_for_probe_or_bounce(sent.token, sent.started, budget, prefix=prefix, instance=instance)
+        else:
+            found = imap.wait_for(sent.token, sent.started, budget)
+        if isinstance(found, Bounced):
+            return Finding(Outcome.FAILED, f"the test mail {found.bounce.describe()}",
+                           value=ToDelete(token=sent.token, bounces=((found.folder, found.uid),)))
         if found is None:
             where = ", ".join(imap.folders)
             limit = "the run deadline" if wait_limit < route.receive_timeout else "receive_timeout"
-            raise CheckFailed(f"test mail did not arrive within {max(0.0, wait_limit):.0f}s ({limit}); "
-                              f"looked in {where}")
+            message = f"test mail did not arrive within {max(0.0, wait_limit):.0f}s ({limit}); looked in {where}"
+            bounce = self._sender_bounce(ctx, sent.token)
+            raise CheckFailed(f"{message}; it {bounce}" if bounce else message)
         try:
             delivery = imap.delivery_seconds(found.folder, found.uid)
         except Exception:  # noqa: BLE001 - the header read is a bonus, not a check
@@ -230,7 +249,7 @@ class RouteChecks:
                 raw = imap.fetch_message(found.folder, found.uid, MAX_PROBE_BYTES) or None
             except Exception:  # noqa: BLE001 - the verdict checks say they could not read it
                 raw = None
-        mine = ToDelete(((found.folder, found.uid),), raw)
+        mine = ToDelete(((found.folder, found.uid),), raw, sent.token)
         if arrival.in_spam:
             return Finding(Outcome.WARNING, f"landed in {found.folder} (spam), not INBOX, after "
                            f"{arrival.roundtrip:.2f}s", arrival, mine)
@@ -238,6 +257,36 @@ class RouteChecks:
             return Finding(Outcome.WARNING, f"slow delivery: {arrival.roundtrip:.2f}s "
                            f"(slow_after is {route.slow_after:g}s)", arrival, mine)
         return Finding(Outcome.OK, f"found in INBOX after {arrival.roundtrip:.3f}s", arrival, mine)
+
+    def bounces_come_here(self) -> bool:
+        """Whether bounces (to the sender) land in the mailbox the recipient's session watches."""
+        sender, recipient = self.route.sender, self.route.recipient
+        return (sender.imap is not None and recipient.imap is not None and sender.username == recipient.username
+                and (sender.imap.host, sender.imap.port) == (recipient.imap.host, recipient.imap.port))
+
+    def _sender_bounce(self, ctx: StepContext, token: str) -> str | None:
+        """After a wait in vain: a bounce in the sender's own mailbox says why (and is removed)."""
+        sender = self.route.sender
+        if sender.imap is None or self.bounces_come_here() or ctx.deadline.remaining() < CLEANUP_RESERVE:
+            return None
+        monitor = self.config.monitor
+        session = None
+        try:
+            session = self.sessions.imap(sender.imap, ctx.deadline)
+            session.login(sender.username, sender.require_password())
+            found = session.find_bounce(token, monitor.subject_prefix, instance=monitor.instance,
+                                        window=self.route.receive_timeout + 3600)
+            if found is None:
+                return None
+            uid, bounce = found
+            if monitor.delete_test_mail:
+                session.delete_bounce(uid, token, monitor.subject_prefix, instance=monitor.instance)
+            return bounce.describe()
+        except Exception:  # noqa: BLE001 - the bounce only explains the failure already reported
+            return None
+        finally:
+            if session is not None:
+                session.close()
 
     def collect(self, ctx: StepContext) -> Finding:
         """An async route's receive: which of the probes earlier runs sent have arrived."""
@@ -294,22 +343,30 @@ class RouteChecks:
     def cleanup(self, ctx: StepContext) -> Finding:
         monitor = self.config.monitor
         imap = ctx.value(self.id("imap_auth"), Mailbox)
-        found = ctx.optional(self.id("receive"), ToDelete)
-        if found is not None and not found.mails:
-            found = None
+        received = ctx.optional(self.id("receive"), ToDelete) or ToDelete()
+        found = received if received.mails else None
         deleted = False
         if found is not None and monitor.delete_test_mail:
             for folder, uid in found.mails:
                 if imap.delete_own(folder, [uid], monitor.subject_prefix) == 0:
                     raise CheckFailed("the test mail was found but could not be verified for deletion")
             deleted = True
+        bounces = 0
+        if monitor.delete_test_mail:
+            for folder, uid in received.bounces:
+                bounces += imap.delete_bounce(uid, received.token, monitor.subject_prefix,
+                                              instance=monitor.instance, folder=folder)
         stale = 0
         for folder in imap.folders:
-            uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after, monitor.cleanup_window)
+            uids = imap.find_stale(folder, monitor.subject_prefix, monitor.stale_after, monitor.cleanup_window,
+                                   instance=monitor.instance,
+                                   foreign_older_than=foreign_stale_after(monitor.stale_after))
             stale += imap.delete_own(folder, uids, monitor.subject_prefix)
         parts = []
         if found is not None:
             parts.append("deleted the test mail" if deleted else "kept the test mail (delete_test_mail = false)")
+        if bounces:
+            parts.append(f"deleted {bounces} bounce(s) of it")
         parts.append(f"{stale} stale monitor mail(s) deleted")
         return Finding(message=", ".join(parts), detail=CleanupReport(deleted, stale))
 
@@ -365,9 +422,6 @@ def _with_certificate(handshake: Handshake, certificate: Certificate | None) -> 
     return Handshake(handshake.protocol, handshake.endpoint, handshake.tls, certificate,
                      allow_plaintext=handshake.allow_plaintext)
 
-
-def new_token() -> str:
-    return f"{int(time.time())}-{secrets.token_hex(8)}"
 
 
 def _describe(exc: BaseException, ctx: StepContext) -> str:

@@ -6,7 +6,8 @@ watched by polling the selected INBOX with NOOP every 55 ms; a SEARCH is sent at
 once when NOOP reports new messages (never more than 20 commands in any second), and
 only over the UIDs that arrived since the wait began, so the cost does not grow with
 the mailbox.
-Long waits back off towards one poll a second and then IDLE where offered.
+Long waits back off to a poll every half second, and after two and a half minutes to
+IDLE where offered. Every reported moment is bracketed by a look that missed and one that hit.
 """
 
 from __future__ import annotations
@@ -18,26 +19,44 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from mail_monitor.config import ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
-from mail_monitor.probes.smtp import TOKEN_HEADER
-from mail_monitor.probes.tls import client_context, peer_certificate
+from mail_monitor.probes.bounded import BoundedIMAPClient
+from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
+from mail_monitor.testmail import (
+    BOUNCE_FETCH_BYTES,
+    GUARD_FIELDS,
+    Bounce,
+    arrival_criteria,
+    bounce_for,
+    bounce_search_criteria,
+    is_probe,
+    is_stale,
+    probe_headers,
+    search_criteria,
+)
 
 MAX_COMMANDS_PER_SECOND = 20  # in any one-second window of the wait
 FAST_INTERVAL = 0.055  # NOOP cadence: about 18 a second, room left for the follow-up SEARCH
 FAST_PHASE = 5.0  # poll at full speed this long
 BACKOFF_PHASE = 15.0  # then slow down to SLOW_INTERVAL by this point
-SLOW_INTERVAL = 1.0
+# Half a second between looks keeps the roundtrip within +/-0.25 s (median error ~0.13 s)
+# for late mail, at 2-3 commands a second.
+SLOW_INTERVAL = 0.5
+# IDLE only once the mail is this late: Dovecot pushes its news ~0.5 s late and in batches,
+# so before then polling gives the truer moment. Beyond it the bracket is the IDLE window.
+# Past the two minutes within which the roundtrip is promised to be true to 250 ms.
+IDLE_AFTER = 150.0
 IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
-EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth command
+EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth look
+_GUARD_FETCH = f"BODY.PEEK[HEADER.FIELDS ({' '.join(GUARD_FIELDS)})]"
+_MAX_BOUNCE_CANDIDATES = 20  # mails quoting one token: any more and something else is going on
 MAX_COLLECT = 500  # monitor mails per folder an async route's collection looks at
 
 
@@ -57,6 +76,17 @@ class Sighting:
     waited: float  # seconds from the start of the wait until the mail was found
 
 
+@dataclass(frozen=True)
+class Bounced:
+    """A bounce of the test mail arrived while the monitor waited for the mail itself."""
+
+    folder: str
+    uid: int
+    bounce: Bounce
+    commands: int  # IMAP commands sent while waiting
+    waited: float  # seconds from the start of the wait until the bounce was found
+
+
 @dataclass
 class _Folder:
     """A watched folder and the first UID our mail could have."""
@@ -68,14 +98,21 @@ class _Folder:
 class ImapSession:
     """One logged-in IMAP session used for the auth check, the wait and the cleanup."""
 
-    def __init__(self, endpoint: ImapEndpoint, deadline: Deadline) -> None:
+    def __init__(self, endpoint: ImapEndpoint, deadline: Deadline, *, client: Any = None) -> None:
+        """Connect (and STARTTLS) to ``endpoint``; ``client``, an IMAPClient lookalike
+        already connected, replaces the connection (tests of the wait use a fake)."""
         self.endpoint = endpoint
         self.deadline = deadline
         self.certificate: Certificate | None = None
+        self.tls_version: str | None = None  # "TLSv1.3"; None without TLS
         self.selected: str | None = None
         self._folders: dict[str, _Folder] = {}
-        self.client = IMAPClient(
+        if client is not None:
+            self.client = client
+            return
+        self.client = BoundedIMAPClient(
             endpoint.host,
+            deadline=deadline,
             port=endpoint.port,
             ssl=endpoint.tls == "implicit",
             ssl_context=client_context(endpoint.ca_file),
@@ -90,6 +127,7 @@ class ImapSession:
                 self._refresh_timeout()
                 self.client.starttls(client_context(endpoint.ca_file))
             self.certificate = peer_certificate(self.client.socket(), endpoint.label)
+            self.tls_version = negotiated_version(self.client.socket())
         except BaseException:
             self.close()
             raise
@@ -141,10 +179,21 @@ class ImapSession:
     def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None:
         """Watch every folder for ``token`` until found or ``timeout`` after ``sent``.
 
-        ``seen`` is the midpoint between the last look that did not find the mail
-        and the first that did: the truest estimate one can make at 20 commands a
-        second, off by half the poll gap at most.
+        ``seen`` is the middle of the bracket between the start of the last look that
+        did not find the mail and the end of the first that did, and ``uncertainty`` is
+        half its width: the truth lies inside it, whatever the network or server did.
         """
+        found = self._wait(token, sent, timeout, None)
+        return found if isinstance(found, Sighting) else None
+
+    def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
+                                 instance: str | None = None) -> Sighting | Bounced | None:
+        """``wait_for``, on a session in the sender's mailbox: a bounce of the probe (see
+        testmail.bounce_for) that arrives in INBOX meanwhile ends the wait at once."""
+        return self._wait(token, sent, timeout, (prefix, instance))
+
+    def _wait(self, token: str, sent: float, timeout: float,
+              bounces: tuple[str, str | None] | None) -> Sighting | Bounced | None:
         pacer = _Pacer(end=min(sent + timeout, self.deadline.at))
         # A random phase for the poll grid, so that it cannot lock onto a delivery time
         # that is itself regular (a fixed relay delay, a queue run every N ms): over many
@@ -152,16 +201,41 @@ class ImapSession:
         pacer.delay_start(random.uniform(0.0, FAST_INTERVAL))
         extras = [f for f in self._folders if f != "INBOX"]
         idle_ok = b"IDLE" in self.client.capabilities()
-        last_miss = dict.fromkeys(self._folders, sent)  # per folder: last look that missed
-        turn = 0
+        last_miss = dict.fromkeys(self._folders, sent)  # per folder: start of the last look that missed
+        turn = looked_aside = 0
         while True:
             elapsed = time.monotonic() - sent
-            interval = _poll_interval(elapsed)
             turn += 1
+            if not pacer.wait(_poll_interval(elapsed)):
+                return None
+            before = time.monotonic()
+            if idle_ok and elapsed > IDLE_AFTER:
+                news, after = self._idle(min(IDLE_CYCLE, pacer.end - before))
+            else:
+                self._refresh_timeout()
+                self.client.noop()
+                after = time.monotonic()
+                news = self._news()
+            if news:
+                inbox = self._folders["INBOX"]
+                searched = time.monotonic()
+                found = self._search_new(inbox, token, pacer)
+                if found is not None:
+                    return _sighting("INBOX", found, last_miss["INBOX"], after, pacer)
+                if bounces is not None:
+                    bounced = self._bounce_among_new(inbox, token, *bounces, pacer)
+                    if bounced is not None:
+                        return Bounced("INBOX", *bounced, pacer.count, time.monotonic() - pacer.started)
+                last_miss["INBOX"] = searched
+            else:
+                last_miss["INBOX"] = before
+
             if extras and _extra_folder_due(turn, elapsed):
-                # Another folder (Junk...): STATUS tells cheaply whether anything arrived.
-                folder = self._folders[extras[(turn // 2) % len(extras)]]
-                if not pacer.wait(interval):
+                # Another folder (Junk...): STATUS tells cheaply whether anything arrived. It
+                # follows the INBOX look at once, so INBOX keeps its cadence.
+                folder = self._folders[extras[looked_aside % len(extras)]]
+                looked_aside += 1
+                if not pacer.wait(0.0):
                     return None
                 before = time.monotonic()
                 uidnext = self._status_uidnext(folder.name)
@@ -169,41 +243,57 @@ class ImapSession:
                 if uidnext > folder.uidnext:
                     found = self._search_new(folder, token, pacer)
                     if found is not None:
-                        return _sighting(folder.name, found, last_miss[folder.name], before, after, pacer)
+                        return _sighting(folder.name, found, last_miss[folder.name], after, pacer)
                     folder.uidnext = uidnext  # nothing of ours below it: look further on only
                     if pacer.wait(0.0):
                         self._select("INBOX")  # back to polling INBOX
-                last_miss[folder.name] = (before + after) / 2
-                continue
+                last_miss[folder.name] = before
 
-            if not pacer.wait(interval):
-                return None
-            before = time.monotonic()
-            if idle_ok and elapsed > BACKOFF_PHASE:
-                news = self._idle(min(IDLE_CYCLE, pacer.end - time.monotonic()))
-            else:
-                self._refresh_timeout()
-                news = _has_new(self.client.noop()[1])
-            after = time.monotonic()
-            if news:
-                inbox = self._folders["INBOX"]
-                found = self._search_new(inbox, token, pacer)
-                if found is not None:
-                    return _sighting("INBOX", found, last_miss["INBOX"], before, after, pacer)
-                last_miss["INBOX"] = time.monotonic()
-            else:
-                last_miss["INBOX"] = (before + after) / 2
-
-    def _idle(self, seconds: float) -> bool:
+    def _idle(self, seconds: float) -> tuple[bool, float]:
+        """IDLE for up to ``seconds``; whether news came, and when it reached us."""
         self._refresh_timeout()
         self.client.idle()
         try:
             self.client.socket().settimeout(None)
             responses = self.client.idle_check(timeout=max(0.0, seconds))
+            pushed = time.monotonic()
         finally:
             self._refresh_timeout()
             _, done = self.client.idle_done()
-        return _has_new(list(responses) + list(done))
+        if _has_new(responses) | self._news():
+            return True, pushed
+        return _has_new(done), time.monotonic()
+
+    def _news(self) -> bool:
+        """Whether the server reported new mail in the selected folder since we last asked.
+
+        Taken from imaplib's store of untagged responses, so news that came with any
+        command (a STATUS, a SEARCH) counts, and the store does not grow over a long wait.
+        """
+        store = self.client._imap.untagged_responses
+        exists = store.pop("EXISTS", None)
+        recent = store.pop("RECENT", None)
+        return bool(exists or recent)
+
+    def _bounce_among_new(self, folder: _Folder, token: str, prefix: str, instance: str | None,
+                          pacer: _Pacer) -> tuple[int, Bounce] | None:
+        """A bounce of ``token`` among the mail that arrived in ``folder`` during the wait."""
+        if not (pacer.wait(0.0) and pacer.wait(0.0)):  # a SEARCH, and maybe a FETCH
+            return None
+        return self._first_bounce(["UID", f"{folder.uidnext}:*"], folder.uidnext, token, prefix, instance)
+
+    def _first_bounce(self, scope: list[Any], lowest: int, token: str, prefix: str,
+                      instance: str | None) -> tuple[int, Bounce] | None:
+        """SEARCH the token's text within ``scope``; the first candidate the guard accepts."""
+        self._refresh_timeout()
+        uids = [int(u) for u in self.client.search([*scope, *bounce_search_criteria(token)])]
+        # "n:*" also matches the highest UID when it is below n: filter those out.
+        candidates = sorted(u for u in uids if u >= lowest)[:_MAX_BOUNCE_CANDIDATES]
+        for uid, raw in self._fetch_bounded(candidates):
+            bounce = bounce_for(raw, prefix, token, instance)
+            if bounce is not None:
+                return uid, bounce
+        return None
 
     def _search_new(self, folder: _Folder, token: str, pacer: _Pacer) -> int | None:
         """UID SEARCH over the UIDs that arrived since we last looked (flat cost)."""
@@ -214,7 +304,7 @@ class ImapSession:
         if not pacer.wait(0.0):
             return None
         self._refresh_timeout()
-        uids = self.client.search(["UID", f"{folder.uidnext}:*", "HEADER", TOKEN_HEADER, token])
+        uids = self.client.search(["UID", f"{folder.uidnext}:*", *arrival_criteria(token)])
         # "n:*" also matches the highest UID when it is below n: filter those out.
         found = [int(u) for u in uids if int(u) >= folder.uidnext]
         return min(found) if found else None
@@ -240,29 +330,39 @@ class ImapSession:
             return None
         return max(0.0, max(stamps) - min(stamps))
 
-    def delete_own(self, folder: str, uids: Iterable[int], prefix: str) -> int:
-        """Delete mails, but only those that verifiably carry our header and subject prefix."""
+    def delete_own(self, folder: str, uids: Iterable[int], prefix: str, token: str | None = None) -> int:
+        """Delete mails, but only those whose fetched headers pass the probe guard.
+
+        With ``token``, only the probe with that token.
+        """
         uids = list(uids)
         if not uids:
             return 0
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        fields = f"BODY.PEEK[HEADER.FIELDS (SUBJECT {TOKEN_HEADER.upper()})]"
-        data = self.client.fetch(uids, [fields])
-        ours = [uid for uid, item in data.items() if _is_monitor_mail(_header_bytes(item), prefix)]
-        if not ours:
+        data = self.client.fetch(uids, [_GUARD_FETCH])
+        ours = [uid for uid, item in data.items() if is_probe(_header_bytes(item), prefix, token)]
+        return self._expunge(ours)
+
+    def _expunge(self, uids: list[int]) -> int:
+        if not uids:
             return 0
         self._refresh_timeout()
-        self.client.add_flags(ours, [b"\\Deleted"], silent=True)
+        self.client.add_flags(uids, [b"\\Deleted"], silent=True)
         if self.client.has_capability("UIDPLUS"):
             # UID EXPUNGE removes only these; a plain EXPUNGE would also remove mail the
             # user flagged \Deleted, which is not ours to remove.
-            self.client.uid_expunge(ours)
-        return len(ours)
+            self.client.uid_expunge(uids)
+        return len(uids)
 
-    def find_stale(self, folder: str, prefix: str, older_than: float, window: float) -> list[int]:
-        """Monitor mails received more than ``older_than`` seconds ago (left by failed runs).
+    def find_stale(self, folder: str, prefix: str, older_than: float, window: float, *,
+                   instance: str | None = None, foreign_older_than: float | None = None) -> list[int]:
+        """Probes left by failed runs: this ``instance``'s after ``older_than`` seconds,
+        any other (another instance's, or without the marker) after ``foreign_older_than``
+        (testmail.foreign_stale_after gives the documented default). Without
+        ``foreign_older_than`` every probe is swept after ``older_than``, as before
+        instance markers existed.
 
         Only mail that arrived within ``window`` is searched, so the header search never
         reads the years of mail behind it. YOUNGER (RFC 5032 WITHIN) is answered from the
@@ -271,22 +371,67 @@ class ImapSession:
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        if self.client.has_capability("WITHIN"):
-            recent: list[Any] = ["YOUNGER", int(window)]
-        else:
-            recent = ["SINCE", datetime.date.fromtimestamp(time.time() - window)]
-        uids = self.client.search([*recent, "HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+        uids = self.client.search([*self._recent(window), *search_criteria(prefix)])
         if not uids:
             return []
         self._refresh_timeout()
-        dates = self.client.fetch(uids, ["INTERNALDATE"])
-        cutoff = time.time() - older_than
+        data = self.client.fetch(uids, ["INTERNALDATE", _GUARD_FETCH])
+        now = time.time()
         stale = []
-        for uid, item in dates.items():
+        for uid, item in data.items():
+            probe = probe_headers(_header_bytes(item), prefix)
             received = item.get(b"INTERNALDATE")
-            if received is not None and _timestamp(received) < cutoff:
+            if probe is None or received is None:
+                continue
+            if foreign_older_than is None:
+                sweep = now - _timestamp(received) > older_than
+            else:
+                sweep = is_stale(probe, now - _timestamp(received), instance=instance, own_after=older_than,
+                                 foreign_after=foreign_older_than)
+            if sweep:
                 stale.append(int(uid))
         return stale
+
+    def _recent(self, window: float) -> list[Any]:
+        if self.client.has_capability("WITHIN"):
+            return ["YOUNGER", int(window)]
+        return ["SINCE", datetime.date.fromtimestamp(time.time() - window)]
+
+    # -- bounces --------------------------------------------------------------------
+
+    def find_bounce(self, token: str, prefix: str, *, instance: str | None = None,
+                    folder: str = "INBOX", window: float = 86400.0) -> tuple[int, Bounce] | None:
+        """A bounce of the probe ``token`` in ``folder`` (the sender's INBOX): its UID and report.
+
+        Cheap: the server searches the text of what arrived since ``prepare`` (or within
+        ``window``) for the token; only those candidates are fetched, each at most
+        BOUNCE_FETCH_BYTES, and the guard in testmail decides.
+        """
+        if self.selected != folder:
+            self._select(folder)
+        watched = self._folders.get(folder)
+        if watched is not None:
+            return self._first_bounce(["UID", f"{watched.uidnext}:*"], watched.uidnext, token, prefix, instance)
+        return self._first_bounce(self._recent(window), 0, token, prefix, instance)
+
+    def delete_bounce(self, uid: int, token: str, prefix: str, *, instance: str | None = None,
+                      folder: str = "INBOX") -> bool:
+        """Delete the bounce ``uid`` if, fetched again, it is still a bounce of ``token``."""
+        if self.selected != folder:
+            self._select(folder)
+        ours = [u for u, raw in self._fetch_bounded([uid]) if bounce_for(raw, prefix, token, instance)]
+        return self._expunge(ours) == 1
+
+    def _fetch_bounded(self, uids: list[int]) -> list[tuple[int, bytes]]:
+        if not uids:
+            return []
+        self._refresh_timeout()
+        data = self.client.fetch(uids, [f"BODY.PEEK[]<0.{BOUNCE_FETCH_BYTES}>"])
+        fetched = []
+        for uid, item in data.items():
+            raw = next((v for k, v in item.items() if k.startswith(b"BODY[]") and isinstance(v, bytes)), b"")
+            fetched.append((int(uid), raw))
+        return fetched
 
     @property
     def folders(self) -> list[str]:
@@ -303,22 +448,20 @@ class ImapSession:
         if not wanted:
             return found
         day = datetime.date.fromtimestamp(since - 86400)  # SINCE has a day's resolution, in server time
-        fields = f"BODY.PEEK[HEADER.FIELDS ({TOKEN_HEADER.upper()})]"
         for folder in self.folders:
             if self.selected != folder:
                 self._select(folder)
             self._refresh_timeout()
-            uids = self.client.search(["SINCE", day, "HEADER", TOKEN_HEADER, "", "SUBJECT", prefix])
+            uids = self.client.search(["SINCE", day, *search_criteria(prefix)])
             uids = sorted(int(u) for u in uids)[-MAX_COLLECT:]
             if not uids:
                 continue
             self._refresh_timeout()
-            for uid, item in self.client.fetch(uids, [fields, "INTERNALDATE"]).items():
-                headers = BytesHeaderParser().parsebytes(_header_bytes(item))
-                token = str(headers.get(TOKEN_HEADER) or "").strip()
+            for uid, item in self.client.fetch(uids, [_GUARD_FETCH, "INTERNALDATE"]).items():
+                probe = probe_headers(_header_bytes(item), prefix)
                 received = item.get(b"INTERNALDATE")
-                if token in wanted and token not in found and received is not None:
-                    found[token] = Arrived(folder, int(uid), _timestamp(received))
+                if probe is not None and probe.token in wanted and probe.token not in found and received is not None:
+                    found[probe.token] = Arrived(folder, int(uid), _timestamp(received))
         return found
 
     def fetch_message(self, folder: str, uid: int, limit: int) -> bytes:
@@ -375,7 +518,7 @@ class _Pacer:
 
 
 def _extra_folder_due(turn: int, elapsed: float) -> bool:
-    """In the fast phase every Nth command looks at another folder; later every other one."""
+    """In the fast phase every Nth look also checks another folder; later every other one."""
     if elapsed <= FAST_PHASE:
         return turn % EXTRA_FOLDER_EVERY == 0
     return turn % 2 == 0
@@ -397,9 +540,8 @@ def _has_new(responses: Iterable[Any]) -> bool:
     return False
 
 
-def _sighting(folder: str, uid: int, last_miss: float, before: float, after: float,
-              pacer: _Pacer) -> Sighting:
-    hit = (before + after) / 2
+def _sighting(folder: str, uid: int, last_miss: float, hit: float, pacer: _Pacer) -> Sighting:
+    """The mail was not there when the last miss began, and was there when the hit ended."""
     return Sighting(folder, uid, (last_miss + hit) / 2, (hit - last_miss) / 2, pacer.count,
                     time.monotonic() - pacer.started)
 
@@ -409,16 +551,6 @@ def _header_bytes(item: dict[bytes, Any]) -> bytes:
         if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
             return value
     return b""
-
-
-def _is_monitor_mail(raw_headers: bytes, prefix: str) -> bool:
-    headers = BytesHeaderParser().parsebytes(raw_headers)
-    token = headers.get(TOKEN_HEADER)
-    subject = headers.get("Subject")
-    if not token or not str(token).strip() or subject is None:
-        return False
-    decoded = str(make_header(decode_header(str(subject))))
-    return decoded.startswith(prefix + " ")
 
 
 def _timestamp(value: Any) -> float:

@@ -6,35 +6,13 @@ import smtplib
 import socket
 import time
 from email.message import EmailMessage
-from email.utils import formatdate
 
 from mail_monitor.config import Endpoint, Secret
 from mail_monitor.deadline import Deadline
-from mail_monitor.probes.tls import client_context, peer_certificate
+from mail_monitor.probes.bounded import BoundedSMTP, BoundedSMTP_SSL
+from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
-
-TOKEN_HEADER = "X-Mail-Monitor-Token"
-
-
-def build_message(*, sender: str, recipient: str, subject_prefix: str, route: str,
-                  token: str, instance: str) -> EmailMessage:
-    """A well-formed, plainly automated message that spam filters have no reason to dislike."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = f"{subject_prefix} {route} {token}"
-    message["Date"] = formatdate(localtime=True)
-    # Unique through the token, and short enough not to be folded onto a second line.
-    message["Message-ID"] = f"<{token}.mail-monitor@{sender.rpartition('@')[2]}>"
-    message[TOKEN_HEADER] = token
-    message["X-Mail-Monitor-Route"] = route
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
-    message.set_content(
-        f"This is an automated test message from mail-monitor on {instance}.\n\n"
-        f"It checks that mail sent from {sender} reaches {recipient} (route \"{route}\").\n"
-        "The monitor deletes it as soon as it has seen it; you can delete it too.\n"
-    )
-    return message
+from mail_monitor.testmail import build_message as build_message  # where runner finds it
 
 
 class SmtpSession:
@@ -44,15 +22,16 @@ class SmtpSession:
         self.endpoint = endpoint
         self.deadline = deadline
         self.certificate: Certificate | None = None
+        self.tls_version: str | None = None  # "TLSv1.3"; None without TLS
         timeout = deadline.timeout()
         context = client_context(endpoint.ca_file)
         client: smtplib.SMTP
         if endpoint.tls == "implicit":
-            client = smtplib.SMTP_SSL(endpoint.host, endpoint.port, local_hostname=local_hostname,
-                                      timeout=timeout, context=context)
+            client = BoundedSMTP_SSL(endpoint.host, endpoint.port, local_hostname=local_hostname,
+                                     timeout=timeout, context=context, deadline=deadline)
         else:
-            client = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname=local_hostname,
-                                  timeout=timeout)
+            client = BoundedSMTP(endpoint.host, endpoint.port, local_hostname=local_hostname,
+                                 timeout=timeout, deadline=deadline)
         self.client = client
         try:
             self._refresh_timeout()
@@ -65,6 +44,7 @@ class SmtpSession:
                 client.starttls(context=context)
                 client.ehlo()
             self.certificate = peer_certificate(client.sock, endpoint.label)
+            self.tls_version = negotiated_version(client.sock)
         except BaseException:
             self.close()
             raise

@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 
 from mail_monitor.deadline import DeadlineExceeded
+from mail_monitor.probes.bounded import ServerMisbehaved
 from mail_monitor.results import Certificate
 
 _CONTEXTS: dict[Path | None, ssl.SSLContext] = {}
@@ -41,6 +42,23 @@ def peer_certificate(sock: object, endpoint: str) -> Certificate | None:
     )
 
 
+def negotiated_version(sock: object) -> str | None:
+    """The TLS version of an open session ("TLSv1.3"), None without TLS."""
+    return sock.version() if isinstance(sock, ssl.SSLSocket) else None
+
+
+# OpenSSL's reasons when the two sides share no protocol version (the server is older
+# than the TLS 1.2 the monitor insists on).
+# (WRONG_VERSION_NUMBER is not one: it is what TLS to a plain-text port gives.)
+_VERSION_REASONS = frozenset({"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE",
+                              "WRONG_SSL_VERSION"})
+
+
+def is_tls_failure(exc: BaseException) -> bool:
+    """The TLS handshake itself failed: a bad certificate or no common protocol version."""
+    return isinstance(exc, ssl.SSLError)
+
+
 def _name(rdns: object) -> str:
     parts = []
     for rdn in rdns or ():  # type: ignore[attr-defined]
@@ -56,7 +74,7 @@ def is_certificate_error(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException, timeout: float | None = None) -> str | None:
     """One line for a user, from the exception a network step raised; None if it is not one."""
-    if isinstance(exc, DeadlineExceeded):
+    if isinstance(exc, (DeadlineExceeded, ServerMisbehaved)):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or exc.reason or str(exc)
@@ -69,6 +87,9 @@ def describe_error(exc: BaseException, timeout: float | None = None) -> str | No
             hint = " (the certificate is not valid for this host name)"
         return f"TLS certificate verification failed: {reason}{hint}"
     if isinstance(exc, ssl.SSLError):
+        if exc.reason in _VERSION_REASONS:
+            return (f"TLS error: the server offers no TLS version the monitor accepts "
+                    f"(TLS 1.2 or newer; {exc.reason})")
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"timed out after {timeout:.1f}s" if timeout else "timed out"

@@ -161,14 +161,19 @@ def deduplicate(reports: Iterable[Report], seen: Mapping[str, float], now: float
     dmarc-metrics-exporter's expiring set does. Past ``max_seen`` ids (a flood), the
     oldest are forgotten first.
     """
+    listed = list(reports)
+    fresh_keys, kept = deduplicate_keys([report_key(r) for r in listed], seen, now, window, max_seen)
+    return [r for r, fresh in zip(listed, fresh_keys, strict=True) if fresh], kept
+
+
+def deduplicate_keys(keys: Iterable[str], seen: Mapping[str, float], now: float, window: float,
+                     max_seen: int = DEFAULT_MAX_SEEN) -> tuple[list[bool], dict[str, float]]:
+    """``deduplicate`` on report keys: whether each is fresh, and the seen map to keep."""
     kept = {key: first for key, first in seen.items() if now - first < window}
-    fresh: list[Report] = []
-    for report in reports:
-        key = report_key(report)
-        if key in kept:
-            continue
-        kept[key] = now
-        fresh.append(report)
+    fresh: list[bool] = []
+    for key in keys:
+        fresh.append(key not in kept)
+        kept.setdefault(key, now)
     if len(kept) > max_seen:
         kept = dict(sorted(kept.items(), key=lambda item: item[1])[-max_seen:])
     return fresh, kept

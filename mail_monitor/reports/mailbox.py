@@ -53,6 +53,7 @@ class Batch:
     mails: tuple[ReportMail, ...]
     unreadable: tuple[UnreadableMail, ...]
     left: int  # mails still waiting in the folder for later runs
+    next_uid: int = 1  # where the next run reads on: every mail below it was read (or refused)
 
     @property
     def reports(self) -> list[Report]:
@@ -60,15 +61,20 @@ class Batch:
 
 
 def read_batch(client: IMAPClient, folder: str, deadline: Deadline, *, batch_size: int = DEFAULT_BATCH_SIZE,
-               limits: Limits | None = None, reserve: float = DEFAULT_RESERVE) -> Batch:
-    """Parse up to ``batch_size`` of the oldest mails in ``folder``; mails over the size bound are not fetched."""
+               limits: Limits | None = None, reserve: float = DEFAULT_RESERVE, min_uid: int = 1) -> Batch:
+    """Parse up to ``batch_size`` of the oldest mails in ``folder`` from UID ``min_uid`` on.
+
+    Mails over the size bound are not fetched. The batch is always the mails from
+    ``min_uid`` up to (not including) ``Batch.next_uid``: one cut short by the deadline
+    leaves everything from the first unread mail on for the next run.
+    """
     limits = limits or Limits()
     _select(client, folder, deadline)
     _timeout(client, deadline)
-    uids = sorted(int(u) for u in client.search(["UNDELETED"]))
+    uids = sorted(u for u in (int(u) for u in client.search(["UNDELETED"])) if u >= min_uid)
     chosen = uids[:batch_size]
     if not chosen:
-        return Batch(folder, (), (), 0)
+        return Batch(folder, (), (), 0, min_uid)
     _timeout(client, deadline)
     sizes = {int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in client.fetch(chosen, ["RFC822.SIZE"]).items()}
     mails: list[ReportMail] = []
@@ -99,8 +105,12 @@ def read_batch(client: IMAPClient, folder: str, deadline: Deadline, *, batch_siz
                 mails.append(ReportMail(uid, parse_message(bytes(raw), limits)))
             except InvalidReport as exc:
                 unreadable.append(UnreadableMail(uid, exc.reason))
-    left = len(uids) - len(done)
-    return Batch(folder, tuple(mails), tuple(sorted(unreadable, key=lambda m: m.uid)), left)
+    unread = [uid for uid in chosen if uid not in done]
+    next_uid = unread[0] if unread else chosen[-1] + 1
+    mails = [m for m in mails if m.uid < next_uid]
+    unreadable = [m for m in unreadable if m.uid < next_uid]
+    left = sum(1 for uid in uids if uid >= next_uid)
+    return Batch(folder, tuple(mails), tuple(sorted(unreadable, key=lambda m: m.uid)), left, next_uid)
 
 
 def file_batch(client: IMAPClient, batch: Batch, done_folder: str, error_folder: str, deadline: Deadline) -> None:

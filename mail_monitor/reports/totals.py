@@ -21,15 +21,17 @@ from mail_monitor.reports.aggregate import (
     add_tls,
     compliance_warnings,
     deduplicate,
+    deduplicate_keys,
     dmarc_from_json,
     dmarc_increments,
     dmarc_to_json,
+    report_key,
     tls_from_json,
     tls_increments,
     tls_to_json,
 )
 from mail_monitor.reports.model import DmarcReport, Report, TlsReport
-from mail_monitor.results import Outcome
+from mail_monitor.results import Outcome, ReportCount
 
 DEFAULT_DEDUP_WINDOW = 7 * 86400.0
 
@@ -113,10 +115,35 @@ def verdict(summary: BatchSummary) -> tuple[Outcome, str]:
         parts.append(f"{summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''} skipped")
     if summary.unreadable:
         parts.append(f"{summary.unreadable} unreadable mail{'s' if summary.unreadable != 1 else ''} "
-                     "moved to the error folder")
+                     "counted as invalid")
     if summary.left:
         parts.append(f"{summary.left} left for later runs")
     text = ", ".join(parts)
     if summary.warnings:
         return Outcome.WARNING, "; ".join(w.message for w in summary.warnings) + f" ({text})"
     return Outcome.OK, text
+
+
+def count_reports(totals: ReportTotals, counts: Sequence[ReportCount], unreadable: int, now: float, *,
+                  dedup_window: float = DEFAULT_DEDUP_WINDOW, max_series: int = DEFAULT_MAX_SERIES,
+                  max_seen: int = DEFAULT_MAX_SEEN) -> ReportTotals:
+    """Add a run's reports (as :class:`ReportCount`) to the totals, each report id once.
+
+    The reports check reads and converts; this runs on the state read under the lock, so
+    two runs that read the same report count it once.
+    """
+    fresh, seen = deduplicate_keys([c.key for c in counts], totals.seen, now, dedup_window, max_seen)
+    new = [c for c, is_fresh in zip(counts, fresh, strict=True) if is_fresh]
+    dmarc = dict(totals.dmarc)
+    tls = dict(totals.tls)
+    for count in new:
+        dmarc = add_dmarc(dmarc, dmarc_from_json(list(count.dmarc)), max_series)
+        tls = add_tls(tls, tls_from_json(list(count.tls)), max_series)
+    return ReportTotals(dmarc, tls, seen, totals.invalid + unreadable)
+
+
+def report_count(report: Report) -> ReportCount:
+    """One report's increments in the state's row form, for :func:`count_reports`."""
+    if isinstance(report, DmarcReport):
+        return ReportCount(report_key(report), tuple(dmarc_to_json(dmarc_increments([report]))))
+    return ReportCount(report_key(report), tls=tuple(tls_to_json(tls_increments([report]))))

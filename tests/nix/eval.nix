@@ -110,6 +110,7 @@ else
     inherit (config) warnings;
     inherit optionDocs;
     serviceConfig = service.serviceConfig;
+    servicePath = map toString service.path;
     timerConfig = config.systemd.timers.mail-monitor.timerConfig;
     serviceUnit = serviceText service;
     timerUnit = timerText config.systemd.timers.mail-monitor;

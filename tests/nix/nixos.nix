@@ -185,6 +185,10 @@ in
     networking.domain = option (types.nullOr types.str) null;
     services.postfix = {
       enable = option types.bool false;
+      # postfix.nix: `package = lib.mkPackageOption pkgs "postfix" { };`, and the group
+      # postqueue / postdrop are set-gid to.
+      package = option types.package pkgs.postfix;
+      setgidGroup = option types.str "postdrop";
       settings.main = option (types.attrsOf (types.either types.str (types.listOf types.str))) { };
     };
     services.dovecot2 = {
