@@ -163,3 +163,26 @@ def test_details_survive_the_state_file_so_carried_results_keep_them() -> None:
     assert again["domain:example.org/collect"].detail == collection
     assert detail_from_json({"type": "SomethingNewer", "x": 1}) is None  # from a newer version: dropped
     assert detail_from_json({"type": "TlsReport", "certificates": "garbage"}) is None
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ('{"version": 2, "checks": [', "corrupt state"),
+    ('{"version": 99}', "newer mail-monitor"),
+])
+def test_status_says_what_is_wrong_and_touches_nothing(tmp_path: Path, content: str, says: str) -> None:
+    from conftest import run_cli
+
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "pw").chmod(0o600)
+    state = tmp_path / "state.json"
+    state.write_text(content)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[monitor]\nstate_file = "{state}"\n\n[accounts.self]\naddress = "a@example.org"\n'
+                      f'password_file = "{tmp_path / "pw"}"\nsmtp = {{ host = "localhost" }}\n'
+                      'imap = { host = "localhost" }\n\n[[routes]]\nname = "self"\nfrom = "self"\nto = "self"\n')
+    done = run_cli("status", "-c", str(config))
+    assert done.returncode == 3
+    assert says in done.stderr and str(state) in done.stderr and "Traceback" not in done.stderr
+    assert "OK" not in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "pw", "state.json"]
+    assert state.read_text() == content
