@@ -41,7 +41,8 @@ class Endpoint:
     """Where a protocol is spoken, how its certificate is checked and how to log in.
 
     ``oauth2_token`` is read from ``oauth2_token_file`` with the other secrets;
-    ``oauth2_token_command`` is run only when a token is needed (see ``run_token_command``).
+    ``oauth2_token_command`` is run once at the start of a run (``resolve_token_commands``), or at
+    the login when the run did not (``oauth2_token``).
     """
 
     host: str
