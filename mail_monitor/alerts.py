@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 
 from mail_monitor.config import human_duration
-from mail_monitor.reports.totals import count_reports
 from mail_monitor.results import (
     CheckResult,
     Collection,
@@ -189,6 +188,8 @@ def _update_reports(state: State, result: RunResult, now: float) -> None:
         # a run that saved first (two runs at once read the same batch).
         counted_below = saved.next_uid if saved is not None and same_folder else 0
         unreadable = sum(1 for uid in read.cursor.error if uid >= counted_below)
+        from mail_monitor.reports.totals import count_reports  # only where reports are configured
+
         totals = count_reports(state.report_totals(), read.new, unreadable, now, dedup_window=read.dedup_window)
         state.reports = totals.to_json()
         # The increments are in the totals now; the carried detail keeps only the summary.

@@ -16,7 +16,6 @@ from prometheus_client.registry import Collector
 
 from mail_monitor import __version__
 from mail_monitor.files import write_atomic
-from mail_monitor.reports import DMARC_COUNTERS, DMARC_LABELS, TLS_LABELS
 from mail_monitor.results import (
     AuthVerdicts,
     BlocklistLookups,
@@ -166,6 +165,8 @@ class RunCollector(Collector):
         """What receivers reported (lifetime counters from the state) and the local queue (this run)."""
         details = [check.detail for check in self.result.checks]
         if self.state.reports or any(isinstance(d, ReportsRead) for d in details):
+            from mail_monitor.reports import DMARC_COUNTERS, DMARC_LABELS, TLS_LABELS
+
             totals = self.state.report_totals()
             dmarc = {name: CounterMetricFamily("mail_monitor_dmarc" + ("" if name == "total" else f"_{name}"),
                                                f"DMARC aggregate reports: mails counted as {name} "

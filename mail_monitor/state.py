@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mail_monitor.errors import StateError
 from mail_monitor.files import write_atomic
-from mail_monitor.reports.totals import ReportTotals
 from mail_monitor.results import (
     CheckResult,
     History,
@@ -32,6 +31,9 @@ from mail_monitor.results import (
     Subject,
     detail_from_json,
 )
+
+if TYPE_CHECKING:
+    from mail_monitor.reports.totals import ReportTotals
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class State:
 
     def report_totals(self) -> ReportTotals:
         """The reports counters (validated when the state was read)."""
+        from mail_monitor.reports.totals import ReportTotals
+
         return ReportTotals.from_json(self.reports) if self.reports else ReportTotals()
 
     def last_results(self) -> dict[str, CheckResult]:
@@ -200,10 +204,13 @@ def _decode(data: dict[str, Any]) -> State:
                for subject, probes in (data.get("pending") or {}).items()}
     queue = [Alert(**_known(Alert, item)) for item in data.get("queue") or []]
     reports = data.get("reports") or {}
-    try:
-        ReportTotals.from_json(reports)
-    except ValueError as exc:
-        raise ValueError(f"reports: {exc}") from None
+    if reports:  # validated now, so a damaged file is caught as corrupt when read
+        from mail_monitor.reports.totals import ReportTotals
+
+        try:
+            ReportTotals.from_json(reports)
+        except ValueError as exc:
+            raise ValueError(f"reports: {exc}") from None
     cursor = _cursor(data["reports_cursor"]) if data.get("reports_cursor") else None
     plain = _known(State, data)
     for key in ("checks", "incident", "queue", "pending", "reports", "reports_cursor", "first_run"):

@@ -195,53 +195,103 @@ let
 
   isCredentialReference = path: lib.hasPrefix "$CREDENTIALS_DIRECTORY" path;
 
-  # Every secret file named in the settings, keyed by the credential name that
-  # LoadCredential gives it. The generated TOML only ever sees $CREDENTIALS_DIRECTORY/NAME.
-  accountSecrets = lib.filterAttrs (_: path: path != null) (
-    lib.mapAttrs' (
-      name: account:
-      lib.nameValuePair "password-${name}" (
-        let
-          path = pathString (account.password_file or null);
-        in
-        if path == null || isCredentialReference path then null else path
-      )
-    ) (cfg.settings.accounts or { })
-  );
+  # Where in the settings a secret file may be named, and the credential name
+  # LoadCredential gives it there.
+  secretSlots =
+    lib.concatLists (
+      lib.mapAttrsToList (name: _: [
+        {
+          credential = "password-${name}";
+          at = [ "accounts" name "password_file" ];
+        }
+        {
+          credential = "oauth2-${name}-smtp";
+          at = [ "accounts" name "smtp" "oauth2_token_file" ];
+        }
+        {
+          credential = "oauth2-${name}-imap";
+          at = [ "accounts" name "imap" "oauth2_token_file" ];
+        }
+      ]) (cfg.settings.accounts or { })
+    )
+    ++ [
+      {
+        credential = "ntfy-token";
+        at = [ "alerts" "ntfy" "token_file" ];
+      }
+      {
+        credential = "ntfy-password";
+        at = [ "alerts" "ntfy" "password_file" ];
+      }
+      {
+        credential = "heartbeat-token";
+        at = [ "heartbeat" "token_file" ];
+      }
+    ];
 
-  ntfySettings = cfg.settings.alerts.ntfy or { };
-  ntfySecrets = lib.filterAttrs (_: path: path != null && !(isCredentialReference path)) {
-    ntfy-token = pathString (ntfySettings.token_file or null);
-    ntfy-password = pathString (ntfySettings.password_file or null);
-  };
+  # The secret files the settings name, keyed by credential name, with where they sit.
+  # One already under $CREDENTIALS_DIRECTORY was loaded by the host itself.
+  settingsSecrets = lib.listToAttrs (
+    lib.concatMap (
+      slot:
+      let
+        path = pathString (lib.attrByPath slot.at null cfg.settings);
+      in
+      lib.optional (path != null && !(isCredentialReference path)) (
+        lib.nameValuePair slot.credential {
+          inherit path;
+          inherit (slot) at;
+        }
+      )
+    ) secretSlots
+  );
 
   # With configFile the file names its own secrets; the module only loads the file.
   secrets =
     if cfg.configFile != null then
       { "config.toml" = toString cfg.configFile; }
     else
-      accountSecrets // ntfySecrets;
+      lib.mapAttrs (_: secret: secret.path) settingsSecrets;
 
   # The settings as written to the store: secret paths replaced by credential paths.
-  renderedSettings =
-    cfg.settings
-    // optionalAttrs (cfg.settings ? accounts) {
-      accounts = lib.mapAttrs (
-        name: account:
-        account
-        // optionalAttrs (accountSecrets ? "password-${name}") {
-          password_file = credentialsPath "password-${name}";
-        }
-      ) cfg.settings.accounts;
-    }
-    // optionalAttrs (cfg.settings ? alerts && cfg.settings.alerts ? ntfy) {
-      alerts = cfg.settings.alerts // {
-        ntfy =
-          ntfySettings
-          // optionalAttrs (ntfySecrets ? ntfy-token) { token_file = credentialsPath "ntfy-token"; }
-          // optionalAttrs (ntfySecrets ? ntfy-password) { password_file = credentialsPath "ntfy-password"; };
-      };
-    };
+  renderedSettings = lib.foldl' (
+    settings: name: lib.recursiveUpdate settings (lib.setAttrByPath settingsSecrets.${name}.at (credentialsPath name))
+  ) cfg.settings (builtins.attrNames settingsSecrets);
+
+  # CA files the settings name: not secrets, read by the service user where they are.
+  caFiles =
+    if cfg.configFile != null then
+      [ ]
+    else
+      lib.unique (
+        lib.filter (path: path != null) (
+          map pathString (
+            lib.concatLists (
+              lib.mapAttrsToList (_: account: [
+                (account.smtp.ca_file or null)
+                (account.imap.ca_file or null)
+              ]) (cfg.settings.accounts or { })
+            )
+            ++ [ (cfg.settings.alerts.ntfy.ca_file or null) ]
+            ++ map (domain: domain.ca_file or null) (cfg.settings.domains or [ ])
+          )
+        )
+      );
+  underAny = directories: path: lib.any (directory: lib.hasPrefix "${directory}/" path) directories;
+  # ProtectHome= hides these; ProtectSystem=strict leaves everything else (/etc, /var/lib,
+  # /run/secrets, the store) visible and read-only.
+  homeDirectories = [
+    "/home"
+    "/root"
+    "/run/user"
+  ];
+  # PrivateTmp= gives the service its own empty /tmp and /var/tmp.
+  temporaryDirectories = [
+    "/tmp"
+    "/var/tmp"
+  ];
+  caFilesInHomes = lib.filter (underAny homeDirectories) caFiles;
+  caFilesInTemporaryDirectories = lib.filter (underAny temporaryDirectories) caFiles;
 
   # systemd expands %d to the service's credentials directory.
   configArgument =
@@ -407,6 +457,22 @@ in
       };
     };
 
+    heartbeat.url = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://hc-ping.com/eb095278-f28d-448d-87fb-7b75c171a6aa";
+      description = ''
+        Ping URL of a dead man's switch (healthchecks.io, or any service that takes
+        `URL/start` and `URL/<exit code>`), rendered as `settings.heartbeat.url`: it is
+        told when each run starts and ends, and alerts you when runs stop. The URL lands
+        in the world-readable Nix store, like the ntfy topic: anyone on the host can read
+        it and ping in your name, which a ping URL (a capability URL) is meant to prevent.
+        Where that matters, put `[heartbeat]` into a {option}`configFile` kept outside
+        the store. For a `url_template`, `method` or `token_file`, use
+        `settings.heartbeat`; `token_file` is passed with `LoadCredential`.
+      '';
+    };
+
     stateDirectory = mkOption {
       type = types.str;
       default = "mail-monitor";
@@ -471,8 +537,10 @@ in
         Configuration of mail-monitor, rendered as TOML; see
         [docs/configuration.md](https://github.com/mail-monitor/mail-monitor/blob/main/docs/configuration.md).
         The simple options above fill in the account `default` and the route `default`.
-        Secret files named here (`password_file`, `token_file`) are passed to the
-        service with `LoadCredential`, never copied to the Nix store.
+        Secret files named here (`password_file`, `token_file`, `oauth2_token_file`) are
+        passed to the service with `LoadCredential`, never copied to the Nix store. A
+        `ca_file` under {file}`/home`, {file}`/root` or {file}`/run/user` is bind-mounted
+        into the service's view, where `ProtectHome` would hide it.
       '';
     };
   };
@@ -509,6 +577,10 @@ in
         inherit (cfg.ntfy) server topic;
         token_file = pathString cfg.ntfy.tokenFile;
       };
+    })
+
+    (mkIf (cfg.heartbeat.url != null) {
+      services.mail-monitor.settings.heartbeat.url = cfg.heartbeat.url;
     })
 
     (mkIf cfg.metrics.textfile.enable {
@@ -549,7 +621,7 @@ in
           message = "services.mail-monitor: receiveTimeout: expected seconds or a duration like \"90s\", \"2m\", got ${builtins.toJSON cfg.receiveTimeout}.";
         }
         {
-          assertion = !cfg.ntfy.enable || ntfySettings ? topic;
+          assertion = !cfg.ntfy.enable || (cfg.settings.alerts.ntfy or { }) ? topic;
           message = "services.mail-monitor: ntfy.enable is set but ntfy.topic is not.";
         }
         {
@@ -561,6 +633,12 @@ in
           message = "services.mail-monitor: services.prometheus.exporters.node passes ${textfileFlag} more than once (${lib.concatStringsSep ", " nodeExporterTextfileFlags}), which node_exporter refuses; pass it once, in extraFlags, and mail-monitor writes to that directory.";
         }
       ]
+      ++ map (path: {
+        assertion = false;
+        message = "services.mail-monitor: the ca_file ${path} is in ${
+          lib.findFirst (directory: lib.hasPrefix "${directory}/" path) "" temporaryDirectories
+        }, which the service does not see (PrivateTmp gives it its own); put it under /etc or /var/lib.";
+      }) caFilesInTemporaryDirectories
       ++ lib.mapAttrsToList (name: path: {
         assertion = !(isStorePath path);
         message = "services.mail-monitor: the secret for credential ${name} (${path}) is in the world-readable Nix store; point it to a file outside the store (e.g. a sops-nix or agenix secret).";
@@ -624,6 +702,9 @@ in
           StateDirectoryMode = "0700";
           WorkingDirectory = statePath;
           ReadWritePaths = optional (metricsDirectory != null) metricsDirectory;
+          # "-": a missing file is the program's to report (exit 3, naming the key), not
+          # a failure to set up the service's mount namespace.
+          BindReadOnlyPaths = mkIf (caFilesInHomes != [ ]) (map (path: "-${path}") caFilesInHomes);
           # The queue check: postqueue asks Postfix's showq service over the UNIX socket
           # $queue_directory/public/showq, in a directory only the set-gid group may enter.
           # The service holds that group itself, as set-gid does nothing under NoNewPrivileges.
@@ -642,7 +723,9 @@ in
           PrivateTmp = true;
           ProtectClock = true;
           ProtectControlGroups = true;
-          ProtectHome = true;
+          # Empty home directories rather than none, when a CA file under one is bound
+          # in: a bind mount needs a directory to land in (systemd.exec(5), ProtectHome=).
+          ProtectHome = if caFilesInHomes != [ ] then "tmpfs" else true;
           ProtectHostname = true;
           ProtectKernelLogs = true;
           ProtectKernelModules = true;

@@ -119,6 +119,59 @@ MULTI_ACCOUNT: dict[str, Any] = {
 }
 
 
+HEARTBEAT_URL = "https://hc-ping.com/0a1b2c3d-0000-4000-8000-000000000000"
+# check-config reads CA files: a bundle every Debian and NixOS host has.
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+TOKEN_COMMAND = ["/nix/store/00000000000000000000000000000000-oama/bin/oama", "access", "me@work.example"]
+
+# Heartbeat, XOAUTH2 from a file (Gmail) and from a command, reports, domains, CA files and
+# a resolver, all through settings; the secret files are the ones LoadCredential must take.
+NEW_KEYS: dict[str, Any] = {
+    "enable": True,
+    "heartbeat": {"url": HEARTBEAT_URL},
+    "settings": {
+        "monitor": {"resolver": "127.0.0.1:5353"},
+        "heartbeat": {"token_file": "/run/agenix/heartbeat"},
+        "alerts": {"ntfy": {"topic": "mail-alerts", "server": "https://ntfy.example.org",
+                            "token_file": "/run/agenix/ntfy", "ca_file": SYSTEM_CA,
+                            "dashboard_url": "https://grafana.example.org/d/mail",
+                            "runbook_url": "https://wiki.example.org/mail", "email": "me@elsewhere.example"}},
+        "accounts": {
+            "self": {"address": "monitor@example.org", "password_file": "/run/agenix/self",
+                     "smtp": {"host": "mail.example.org", "ca_file": SYSTEM_CA},
+                     "imap": {"host": "mail.example.org", "ca_file": SYSTEM_CA}},
+            "gmail": {"address": "me@gmail.com",
+                      "smtp": {"host": "smtp.gmail.com", "oauth2_token_file": "/run/agenix/gmail-smtp"},
+                      "imap": {"host": "imap.gmail.com", "provider": "gmail",
+                               "oauth2_token_file": "/run/agenix/gmail-imap"}},
+            "work": {"address": "me@work.example",
+                     "smtp": {"host": "smtp.work.example", "oauth2_token_command": TOKEN_COMMAND},
+                     "imap": {"host": "imap.work.example", "oauth2_token_command": TOKEN_COMMAND}},
+        },
+        "routes": [{"name": "to-gmail", "from": "self", "to": "gmail", "mode": "async"},
+                   {"name": "from-gmail", "from": "gmail", "to": "self", "mode": "async"},
+                   {"name": "to-work", "from": "self", "to": "work"}],
+        "reports": {"account": "self", "folder": "DMARC"},
+        "domains": [{"name": "example.org", "dkim_selectors": ["mail"], "mta_sts": True,
+                     "ca_file": SYSTEM_CA}],
+    },
+}
+# Credential name -> the file it is loaded from, and where the TOML names it.
+NEW_KEYS_SECRETS = {
+    "password-self": ("/run/agenix/self", ("accounts", "self", "password_file")),
+    "oauth2-gmail-smtp": ("/run/agenix/gmail-smtp", ("accounts", "gmail", "smtp", "oauth2_token_file")),
+    "oauth2-gmail-imap": ("/run/agenix/gmail-imap", ("accounts", "gmail", "imap", "oauth2_token_file")),
+    "ntfy-token": ("/run/agenix/ntfy", ("alerts", "ntfy", "token_file")),
+    "heartbeat-token": ("/run/agenix/heartbeat", ("heartbeat", "token_file")),
+}
+
+
+def dig(table: dict[str, Any], at: tuple[str, ...]) -> Any:
+    for key in at:
+        table = table[key]
+    return table
+
+
 def _eval(tmp_args: list[str]) -> dict[str, Any]:
     done = nix_instantiate("--eval", "--strict", "--json", "--read-write-mode", str(ROOT / "tests/nix/eval.nix"),
                            "--arg", "libPath", str(LIB), *tmp_args)
@@ -142,10 +195,10 @@ def evaluate_vm_test() -> dict[str, Any]:
     return _eval(["--arg", "vmTest", "true"])
 
 
-def docs_example() -> str:
-    """The complete host configuration docs/nixos.md shows, exactly as printed there."""
+def docs_example(marker: str = "metrics.textfile.enable = true") -> str:
+    """A complete host configuration docs/nixos.md shows (the one with ``marker``), exactly as printed there."""
     blocks = re.findall(r"```nix\n(.*?)```", (ROOT / "docs/nixos.md").read_text(), re.S)
-    (example,) = [block for block in blocks if "metrics.textfile.enable = true" in block and "sops.secrets" in block]
+    (example,) = [block for block in blocks if marker in block and "sops.secrets" in block]
     return example
 
 
@@ -232,6 +285,7 @@ SEEDS = [
     ({"stateDirectory": "/var/lib/mm"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"stateDirectory": "/var/lib/mm/"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"settings": {"monitor": {"deadline": "90s"}}}, lambda r: r["monitor"]["deadline"], "90s"),
+    ({"heartbeat": {"url": HEARTBEAT_URL}}, lambda r: r.get("heartbeat", {}).get("url"), HEARTBEAT_URL),
 ]
 
 
@@ -277,6 +331,95 @@ def test_start_timeout_stays_above_the_deadline_the_program_reads(tmp_path: Path
     assert seconds + 60 <= result["serviceConfig"]["TimeoutStartSec"] < seconds + 61
 
 
+
+@needs_lib
+def test_every_secret_file_of_the_new_keys_goes_through_load_credential(tmp_path: Path) -> None:
+    result = evaluate(NEW_KEYS)
+    assert result["failedAssertions"] == [] and result["warnings"] == []
+    loaded = dict(entry.split(":", 1) for entry in result["serviceConfig"]["LoadCredential"])
+    assert loaded == {name: path for name, (path, _) in NEW_KEYS_SECRETS.items()}
+    text = Path(result["configFile"]).read_text()
+    assert "/run/agenix" not in text
+    settings = json.loads(text)
+    for name, (_, at) in NEW_KEYS_SECRETS.items():
+        assert dig(settings, at) == f"$CREDENTIALS_DIRECTORY/{name}"
+    # Each credential holds a different secret: check-config reads every one, and shows none.
+    resolved = check_config(result, tmp_path, {name: f"secret-{i}-{name}" for i, name in enumerate(NEW_KEYS_SECRETS)})
+    assert resolved["heartbeat"]["url"] == HEARTBEAT_URL
+    assert resolved["monitor"]["resolver"] == "127.0.0.1:5353"
+    assert resolved["reports"]["account"] == "self"
+    assert resolved["accounts"]["gmail"]["imap"]["provider"] == "gmail"
+    assert resolved["domains"][0]["ca_file"] == SYSTEM_CA
+
+
+@needs_lib
+def test_token_command_stays_a_list_and_is_no_credential(tmp_path: Path) -> None:
+    # A command, not a file: the TOML keeps its argv exactly, and nothing is loaded for it.
+    result = evaluate(NEW_KEYS)
+    settings = json.loads(Path(result["configFile"]).read_text())
+    for endpoint in ("smtp", "imap"):
+        assert settings["accounts"]["work"][endpoint]["oauth2_token_command"] == TOKEN_COMMAND
+    assert not any(entry.startswith("oauth2-work") for entry in result["serviceConfig"]["LoadCredential"])
+    assert check_config(result, tmp_path)["accounts"]["work"]["imap"]["oauth2_token_command"] == TOKEN_COMMAND
+
+
+@needs_lib
+def test_secret_already_in_the_credentials_directory_is_left_to_the_host() -> None:
+    # The host loads it itself (serviceConfig.LoadCredential); the module must not load it again.
+    own = {"settings": {"heartbeat": {"url": HEARTBEAT_URL, "token_file": "$CREDENTIALS_DIRECTORY/gatus"},
+                        "accounts": {"default": {"imap": {"oauth2_token_file": "$CREDENTIALS_DIRECTORY/tok"}}}}}
+    result = evaluate(merged(BASE, own))
+    assert result["serviceConfig"]["LoadCredential"] == ["password-default:/run/secrets/mail-monitor"]
+    assert result["settings"]["heartbeat"]["token_file"] == "$CREDENTIALS_DIRECTORY/gatus"
+
+
+@needs_lib
+def test_oauth2_and_heartbeat_tokens_as_nix_paths_are_not_copied_to_the_store(tmp_path: Path) -> None:
+    (tmp_path / "gmail-token").write_text("ya29.token-in-a-file\n")
+    (tmp_path / "hb-token").write_text("hb-token-in-a-file\n")
+    result = evaluate_nix("""{ services.mail-monitor = {
+        enable = true; smtp.host = "mail.example.org"; credentials.username = "m@example.org";
+        credentials.passwordFile = "/run/secrets/pw";
+        settings.heartbeat = { url = "https://hc-ping.com/x"; token_file = ./hb-token; };
+        settings.accounts.default.imap.oauth2_token_file = ./gmail-token; }; }""", tmp_path)
+    loaded = dict(entry.split(":", 1) for entry in result["serviceConfig"]["LoadCredential"])
+    assert loaded["oauth2-default-imap"] == f"{tmp_path}/gmail-token"
+    assert loaded["heartbeat-token"] == f"{tmp_path}/hb-token"
+    text = Path(result["configFile"]).read_text()
+    assert "token-in-a-file" not in text and str(tmp_path) not in text
+
+
+@needs_lib
+@pytest.mark.parametrize(("path", "visible"), [
+    ("/etc/ssl/private-ca.pem", True),       # ProtectSystem=strict: read-only, still there
+    ("/var/lib/acme/ca/chain.pem", True),
+    ("/run/secrets/ca.pem", True),
+    ("/home/admin/ca.pem", False),           # ProtectHome= hides /home, /root, /run/user
+    ("/root/ca.pem", False),
+    ("/run/user/1000/ca.pem", False),
+])
+@pytest.mark.parametrize("where", ["smtp", "imap", "ntfy", "domain"])
+def test_ca_file_the_hardening_hides_is_bound_in(path: str, visible: bool, where: str) -> None:
+    settings: dict[str, Any] = {
+        "smtp": {"accounts": {"default": {"smtp": {"ca_file": path}}}},
+        "imap": {"accounts": {"default": {"imap": {"ca_file": path}}}},
+        "ntfy": {"alerts": {"ntfy": {"topic": "t", "ca_file": path}}},
+        "domain": {"domains": [{"name": "example.org", "ca_file": path}]},
+    }[where]
+    result = evaluate(merged(BASE, {"settings": settings}))
+    assert result["failedAssertions"] == []
+    service = result["serviceConfig"]
+    if visible:
+        assert "BindReadOnlyPaths" not in service and service["ProtectHome"] is True
+    else:
+        # Bound onto itself in empty (tmpfs) home directories; "-": a missing file is the
+        # program's to report, naming the key.
+        assert service["BindReadOnlyPaths"] == [f"-{path}"] and service["ProtectHome"] == "tmpfs"
+    # Not a secret: the TOML names the file itself, and nothing is loaded for it.
+    assert json.dumps(path) in Path(result["configFile"]).read_text()
+    assert all(path not in entry for entry in service["LoadCredential"])
+
+
 # --------------------------------------------------------------------------- assertions
 
 
@@ -292,8 +435,17 @@ def test_start_timeout_stays_above_the_deadline_the_program_reads(tmp_path: Path
     ({"stateDirectory": "/var/lib"}, 'stateDirectory: expected a name below /var/lib ("mail-monitor")'),
     ({"credentials": {"passwordFile": "/nix/store/abc-password"}}, "world-readable Nix store"),
     ({"ntfy": {"topic": "t", "tokenFile": "/nix/store/x-token"}}, "world-readable Nix store"),
+    ({"settings": {"heartbeat": {"url": HEARTBEAT_URL, "token_file": "/nix/store/x-hb"}}},
+     "credential heartbeat-token (/nix/store/x-hb) is in the world-readable Nix store"),
+    ({"settings": {"accounts": {"default": {"imap": {"oauth2_token_file": "/nix/store/x-oauth"}}}}},
+     "credential oauth2-default-imap (/nix/store/x-oauth) is in the world-readable Nix store"),
+    ({"settings": {"accounts": {"default": {"smtp": {"ca_file": "/tmp/ca.pem"}}}}},
+     "the ca_file /tmp/ca.pem is in /tmp, which the service does not see"),
+    ({"settings": {"domains": [{"name": "example.org", "ca_file": "/var/tmp/sts/ca.pem"}]}},
+     "the ca_file /var/tmp/sts/ca.pem is in /var/tmp, which the service does not see"),
 ], ids=["deadline", "receiveTimeout", "ntfy-without-topic", "imap-without-smtp", "state-outside-var-lib",
-        "state-dotdot", "state-var-lib", "password-in-store", "token-in-store"])
+        "state-dotdot", "state-var-lib", "password-in-store", "token-in-store", "heartbeat-token-in-store",
+        "oauth2-token-in-store", "ca-in-tmp", "ca-in-var-tmp"])
 def test_bad_values_fail_one_clear_assertion(option: dict[str, Any], message: str) -> None:
     result = evaluate(merged(BASE, option))
     failed = result["failedAssertions"]
@@ -427,6 +579,25 @@ def test_docs_example_with_metrics_evaluates(tmp_path: Path) -> None:
     assert {route["name"] for route in resolved["routes"]} == {"default", "self-to-gmail", "gmail-to-self"}
 
 
+
+@needs_lib
+def test_docs_example_with_heartbeat_gmail_reports_and_domains(tmp_path: Path) -> None:
+    result = evaluate_nix(docs_example("heartbeat.url"), tmp_path)
+    assert result["failedAssertions"] == [] and result["warnings"] == []
+    loaded = dict(entry.split(":", 1) for entry in result["serviceConfig"]["LoadCredential"])
+    assert loaded == {"password-self": "/run/secrets/mail-monitor-password", "ntfy-token": "/run/secrets/ntfy-token",
+                      "oauth2-gmail-smtp": "/run/gmail-oauth2/access-token",
+                      "oauth2-gmail-imap": "/run/gmail-oauth2/access-token"}
+    text = Path(result["configFile"]).read_text()
+    assert "/run/secrets" not in text and "/run/gmail-oauth2" not in text
+    resolved = check_config(result, tmp_path, {"oauth2-gmail-imap": "ya29.imap-token", "ntfy-token": "tk-1"})
+    assert resolved["heartbeat"]["url"].startswith("https://hc-ping.com/")
+    assert resolved["accounts"]["gmail"]["imap"]["oauth2_token_file"] == "$CREDENTIALS_DIRECTORY/oauth2-gmail-imap"
+    assert {route["name"]: route["mode"] for route in resolved["routes"]} == {
+        "self": "sync", "self-to-gmail": "async", "gmail-to-self": "async"}
+    assert resolved["reports"]["account"] == "self"
+    assert [domain["name"] for domain in resolved["domains"]] == ["example.org"]
+
 @needs_lib
 def test_metrics_without_node_exporter_evaluates() -> None:
     result = evaluate(merged(BASE, {"metrics": {"textfile": {"enable": True}}}))
@@ -535,7 +706,8 @@ def write_units(result: dict[str, Any], root: Path) -> tuple[Path, Path]:
     return service, timer
 
 
-SETUPS = ["simple", "multi-account", "docs-example", "existing-module", "config-file", "vm-test", "uneven-interval"]
+SETUPS = ["simple", "multi-account", "docs-example", "existing-module", "config-file", "vm-test", "uneven-interval",
+          "new-keys", "docs-example-new-keys"]
 # The queue check relaxes three hardening settings on purpose (docs/queue.md), so only
 # systemd-analyze verify runs on it, not the exposure bound.
 QUEUE_CHECK: dict[str, Any] = merged(BASE, {"settings": {"postfix_queue": {"enable": True}}})
@@ -550,6 +722,14 @@ def setup_result(name: str, tmp_path: Path) -> dict[str, Any]:
         return evaluate_nix(docs_example(), tmp_path)
     if name == "existing-module":
         return evaluate_nix(EXISTING_MODULE_CONFIG, tmp_path)
+    if name == "new-keys":
+        # With a CA file the hardening hides (ProtectHome=), so the bind mount is rendered too.
+        home_ca = {"settings": {"domains": [{"name": "example.org", "ca_file": "/home/admin/mta-sts-ca.pem"}]}}
+        result = evaluate(merged(NEW_KEYS, home_ca))
+        assert result["serviceConfig"]["ProtectHome"] == "tmpfs"
+        return result
+    if name == "docs-example-new-keys":
+        return evaluate_nix(docs_example("heartbeat.url"), tmp_path)
     if name == "uneven-interval":
         return evaluate(merged(BASE, {"interval": "1h 30min"}))
     if name == "postfix-queue":

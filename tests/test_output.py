@@ -97,8 +97,8 @@ def test_influx_line_protocol_escapes_and_skips() -> None:
 def test_poll_schedule_is_fast_first_then_backs_off() -> None:
     assert _poll_interval(0.1) == FAST_INTERVAL == 0.055
     assert _poll_interval(4.9) == 0.055
-    assert 0.055 < _poll_interval(10) < 1.0
-    assert _poll_interval(60) == 1.0
+    assert 0.055 < _poll_interval(10) < imap.SLOW_INTERVAL
+    assert _poll_interval(60) == imap.SLOW_INTERVAL == 0.5
 
 
 class FakeClock:

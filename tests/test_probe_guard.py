@@ -11,7 +11,7 @@ from mailstack import MailStack
 
 from mail_monitor.config import Endpoint, ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
-from mail_monitor.probes.imap import Bounced, ImapSession
+from mail_monitor.probes.imap import Bounced, ImapLoginError, ImapSession
 from mail_monitor.probes.smtp import SmtpSession
 from mail_monitor.testmail import (
     INSTANCE_HEADER,
@@ -38,6 +38,17 @@ def users(stack: MailStack) -> dict[str, str]:
     for user, password in USERS.items():
         if user not in stack.accounts:
             stack.add_user(user, password)
+    # Dovecot looks at its passwd-file at most once a second: wait until it has seen ours.
+    give_up = time.monotonic() + 10
+    for user in USERS:
+        while True:
+            try:
+                open_imap(stack, user).close()
+                break
+            except ImapLoginError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.2)
     return {user: stack.accounts[user].address for user in USERS}
 
 

@@ -272,3 +272,12 @@ def test_the_stale_sweep_spares_other_instances_much_longer() -> None:
     world = World()
     run(world, config(instance="mx", stale_after=3600.0))
     assert world.sweeps and all(s == ("mx", 3600.0, 86400.0) for s in world.sweeps)
+
+
+def test_a_handshake_that_fails_for_want_of_tls_1_2_fails_tls_not_ok_from_the_other_endpoint() -> None:
+    error = ssl.SSLError(1, "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version")
+    error.reason = "TLSV1_ALERT_PROTOCOL_VERSION"
+    result = run(World(smtp_connect_error=error))
+    got = outcomes(result)
+    assert got["smtp_auth"] is Outcome.FAILED and got["tls"] is Outcome.FAILED
+    assert "SMTP mx.example.org:587" in (result.routes[0].check("tls") or _never()).message

@@ -18,7 +18,7 @@ from mail_monitor.deadline import Deadline
 from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
 from mail_monitor.probes.imap import Arrived, Bounced, ImapLoginError, ImapSession, Sighting
 from mail_monitor.probes.smtp import SmtpSession
-from mail_monitor.probes.tls import describe_error, is_certificate_error
+from mail_monitor.probes.tls import describe_error, is_tls_failure
 from mail_monitor.results import (
     Arrival,
     Certificate,
@@ -452,9 +452,10 @@ def _describe(exc: BaseException, ctx: StepContext) -> str:
 
 
 def _connect_failed(handshake: Handshake, exc: Exception, ctx: StepContext) -> Exception:
-    """A connection that failed: a certificate error is also what the tls check reports."""
+    """A connection that failed: a failed TLS handshake (a bad certificate, no TLS 1.2) is
+    also what the tls check reports, never an OK from the other endpoint alone."""
     message = _describe(exc, ctx)
-    if is_certificate_error(exc):
+    if is_tls_failure(exc):
         handshake = Handshake(handshake.protocol, handshake.endpoint, handshake.tls,
                               certificate_error=message, allow_plaintext=handshake.allow_plaintext)
     return CheckFailed(message, handshake)
