@@ -182,3 +182,32 @@ to = "gmail"
     assert "Invalid credentials for <redacted>" in imap_auth["message"]
     assert leaked not in cli.stdout and leaked not in cli.stderr
     assert any(leaked in c for c in gmail.commands) is False  # sent base64-encoded only, as SASL does
+
+
+def test_a_bounce_is_found_and_deleted_through_trash_with_its_own_guard(gmail: FakeGmail) -> None:
+    from tests.test_testmail import postfix_dsn
+
+    token = new_token()
+    ours = probe(token)
+    bounce = gmail.deliver(postfix_dsn(ours.split(b"\n\n", 1)[0].replace(b"\n", b"\r\n") + b"\r\n"))
+    imap = session(gmail)
+    found = imap.find_bounce(token, PREFIX, instance="mx")
+    assert found is not None and found[0] == bounce.uids[INBOX] and found[1].status == "5.1.1"
+    other = gmail.deliver(postfix_dsn(probe(new_token()).split(b"\n\n", 1)[0]))  # another probe's bounce
+    assert not imap.delete_bounce(other.uids[INBOX], token, PREFIX, instance="mx")
+    assert imap.delete_bounce(bounce.uids[INBOX], token, PREFIX, instance="mx")
+    imap.close()
+    assert bounce not in gmail.mails and other in gmail.in_folder(INBOX)
+    assert len(commands(gmail, " MOVE ")) == 1
+
+
+def test_an_async_collection_finds_earlier_probes_in_spam(gmail: FakeGmail) -> None:
+    token = new_token()
+    sent = time.time()
+    mail = gmail.deliver(probe(token), SPAM)
+    imap = session(gmail)
+    imap.prepare([])
+    arrived = imap.find_tokens([token, new_token()], PREFIX, since=sent - 60)
+    imap.close()
+    assert list(arrived) == [token] and arrived[token].folder == SPAM and arrived[token].uid == mail.uids[SPAM]
+    assert all("X-GM-RAW" in s for s in commands(gmail, "SEARCH"))
