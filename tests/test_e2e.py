@@ -369,10 +369,12 @@ def test_expired_and_wrong_host_certificates(stack, secrets_dir, write_config):
 
 
 def _append(client: imaplib.IMAP4_SSL, folder: str, subject: str, *, token: str | None,
-            age: dt.timedelta, flags: str = "") -> None:
+            age: dt.timedelta, flags: str = "", instance: str | None = "mx-cleanup") -> None:
     headers = f"From: someone@example.test\r\nTo: cleanup@example.test\r\nSubject: {subject}\r\n"
     if token is not None:
         headers += f"X-Mail-Monitor-Token: {token}\r\n"
+        if instance is not None:
+            headers += f"X-Mail-Monitor-Instance: {instance}\r\n"
     raw = (headers + "\r\nbody\r\n").encode()
     when = imaplib.Time2Internaldate(time.time() - age.total_seconds())
     status, _ = client.append(folder, flags, when, raw)
@@ -401,19 +403,26 @@ def test_cleanup_deletes_only_stale_monitor_mail(stack, secrets_dir, write_confi
     }
     stale = {"INBOX": [(f"[mail-monitor] self {_token(5)}", _token(5), old, "")],
              "Junk": [(f"[mail-monitor] self {_token(6)}", _token(6), old, "")]}
+    # Another monitor sharing the mailbox: its 3-hour-old probe may still be in flight for
+    # it, so it is kept; one two days old is swept (foreign_stale_after: a day here).
+    other_fresh = ("INBOX", f"[mail-monitor] self {_token(7)}", _token(7), old, "mx-other")
+    other_stale = ("INBOX", f"[mail-monitor] self {_token(8)}", _token(8), dt.timedelta(days=2), "mx-other")
     client = imap_login(stack, "cleanup")
     try:
         for folder in ("INBOX", "Junk"):
             for subject, token, age, flags in keep[folder] + stale[folder]:
                 _append(client, folder, subject, token=token, age=age, flags=flags)
+        for folder, subject, token, age, instance in (other_fresh, other_stale):
+            _append(client, folder, subject, token=token, age=age, instance=instance)
     finally:
         client.logout()
+    keep["INBOX"].append((other_fresh[1], other_fresh[2], other_fresh[3], ""))
 
-    config = write_config(monitor_toml(stale_after="1h") + account_toml(stack, "self", "cleanup", secrets_dir)
-                          + route_toml("self", "self", "self"))
+    config = write_config(monitor_toml(stale_after="1h", instance="mx-cleanup")
+                          + account_toml(stack, "self", "cleanup", secrets_dir) + route_toml("self", "self", "self"))
     code, report, _ = run_json(config)
     assert code == 0, report
-    assert report["routes"][0]["stale_deleted"] == 2
+    assert report["routes"][0]["stale_deleted"] == 3
     for folder in ("INBOX", "Junk"):
         assert sorted(subjects(stack, "cleanup", folder)) == sorted(s for s, *_ in keep[folder])
 
