@@ -35,6 +35,7 @@ def run_once(config: Config, fmt: str = "text", notify: bool = True, use_state: 
     heartbeat = _heartbeat(config, deadline)
     if heartbeat is not None:
         heartbeat.begin()
+    config = _with_oauth2_tokens(config, deadline)
     final = _run(config, deadline, fmt, notify, use_state)
     if heartbeat is not None:
         from mail_monitor.heartbeat import summary
@@ -74,6 +75,24 @@ def _run(config: Config, deadline: Deadline, fmt: str, notify: bool, use_state: 
     sys.stdout.write(render(final, fmt))
     sys.stdout.flush()
     return final
+
+
+def _with_oauth2_tokens(config: Config, deadline: Deadline) -> Config:
+    """Run the token commands now, before anything could echo a token: the run's scrubber
+    (built from the config) and the log handlers then know these tokens too.
+
+    At most half of what is left of the run goes to them, so the checks still report.
+    """
+    if not any(e is not None and e.oauth2_token_command is not None
+               for a in config.accounts.values() for e in (a.smtp, a.imap)):
+        return config
+    from mail_monitor.config import resolve_token_commands
+    from mail_monitor.redact import Scrubber, scrub_handlers
+
+    config, learned = resolve_token_commands(config, deadline.remaining() / 2)
+    if learned:
+        scrub_handlers(Scrubber(learned))
+    return config
 
 
 def _heartbeat(config: Config, deadline: Deadline) -> Heartbeat | None:

@@ -108,6 +108,21 @@ def bounce_search_criteria(token: str) -> list[str]:
     return ["TEXT", token]
 
 
+def gmail_search_criteria(prefix: str | None, token: str | None = None) -> list[str]:
+    """The same candidates on Gmail, from its own index: ``X-GM-RAW`` with a Gmail query.
+
+    Gmail answers HEADER searches for headers it does not index slowly or not at all; its
+    query language matches words anywhere in the mail, so bounces quoting the token match
+    too, and the fetched headers decide as everywhere else.
+    """
+    terms = []
+    if prefix:
+        terms.append('subject:"' + prefix.replace('"', " ") + '"')
+    if token:
+        terms.append(f'"{token}"')
+    return ["X-GM-RAW", " ".join(terms)]
+
+
 # -- the client-side layer ------------------------------------------------------------
 
 @dataclass(frozen=True)

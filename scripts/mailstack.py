@@ -222,7 +222,7 @@ mail_gid = {mail_gid}
 mail_location = maildir:~/Maildir
 mail_home = {root}/mail/%n
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 auth_failure_delay = 0
 # Dovecot's own default (10 per user and IP) is what real servers run with.
 mail_max_userip_connections = {max_userip}
@@ -236,9 +236,9 @@ ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
 login_greeting = mailstack ready
 log_timestamp = "%Y-%m-%d %H:%M:%S "
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
+{passwd_mechanisms}  args = scheme=PLAIN username_format=%u {root}/users
 }}
 userdb {{
   driver = static
@@ -380,6 +380,9 @@ class MailStack:
     # Appended to main.cf / master.cf: milters and listeners of scripts/dnsstack.py.
     postfix_main_extra: str = ""
     postfix_master_extra: str = ""
+    # XOAUTH2 logins, their tokens checked by this RFC 7662 introspection URL (POST token=...),
+    # which answers {"active": true, "username": "<address>"} for a good one.
+    oauth2_introspection_url: str | None = None
 
     host = "localhost"
 
@@ -436,6 +439,10 @@ class MailStack:
             "submissions_port": self.submissions_port,
             "plain_port": self.plain_port,
             "max_userip": self.max_userip_connections,
+            "auth_mechanisms": "plain login xoauth2" if self.oauth2_introspection_url else "plain login",
+            "oauth2_passdb": self._oauth2_passdb(),
+            # With XOAUTH2 on, a token is never taken for a password ("none": the lookups of LMTP).
+            "passwd_mechanisms": "  mechanisms = plain login none\n" if self.oauth2_introspection_url else "",
         }
         for name in ("dovecot-run", "dovecot-state", "postfix", "postfix-data", "postfix-queue"):
             (self.root / name).mkdir(exist_ok=True)
@@ -456,6 +463,20 @@ class MailStack:
         (self.root / "postfix" / "transport").touch()
         if not (self.root / "users").exists():
             self._write_users()
+
+    def _oauth2_passdb(self) -> str:
+        if self.oauth2_introspection_url is None:
+            return ""
+        settings = self.root / "dovecot-oauth2.conf.ext"
+        settings.write_text(
+            "introspection_mode = post\n"
+            f"introspection_url = {self.oauth2_introspection_url}\n"
+            "force_introspection = yes\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+        )
+        return f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {settings}\n}}\n"
 
     def start(self) -> MailStack:
         self.write_config()

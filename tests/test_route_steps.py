@@ -40,6 +40,8 @@ class World:
     fetched: list[int] = field(default_factory=list)  # limits fetch_message was called with
     open_imap: int = 0
     peak_imap: int = 0
+    logins: list[tuple[str, str, str, str]] = field(default_factory=list)  # (protocol, how, user, secret)
+    oauth2_error: Exception | None = None  # what both servers say to any XOAUTH2 login
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -53,8 +55,14 @@ class FakeImap:
             world.peak_imap = max(world.peak_imap, world.open_imap)
 
     def login(self, username: str, password: Secret) -> None:
+        self.world.logins.append(("imap", "password", username, password.reveal()))
         if self.world.imap_login_error is not None:
             raise self.world.imap_login_error
+
+    def login_oauth2(self, username: str, token: Secret) -> None:
+        self.world.logins.append(("imap", "xoauth2", username, token.reveal()))
+        if self.world.oauth2_error is not None:
+            raise self.world.oauth2_error
 
     def prepare(self, extra_folders: Sequence[str]) -> None:
         pass
@@ -113,9 +121,15 @@ class FakeSmtp:
         if world.smtp_connect_error is not None:
             raise world.smtp_connect_error
         self.certificate = Certificate(endpoint.label, NOT_AFTER, tls_version="TLSv1.3")
+        self.world = world
 
     def login(self, username: str, password: Secret) -> None:
-        pass
+        self.world.logins.append(("smtp", "password", username, password.reveal()))
+
+    def login_oauth2(self, username: str, token: Secret) -> None:
+        self.world.logins.append(("smtp", "xoauth2", username, token.reveal()))
+        if self.world.oauth2_error is not None:
+            raise self.world.oauth2_error
 
     def send(self, message: object, sender: str, recipient: str) -> float:
         return time.monotonic()

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol, runtime_checkable
 
-from mail_monitor.config import Config, Endpoint, ImapEndpoint, Route, Secret
+from mail_monitor.config import Account, Config, Endpoint, ImapEndpoint, Route, Secret, SecretError, oauth2_token
+from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT
 from mail_monitor.deadline import Deadline
 from mail_monitor.engine import CheckFailed, Finding, Gate, Step, StepContext, StepId
 from mail_monitor.probes.imap import Arrived, Bounced, ImapLoginError, ImapSession, Sighting
@@ -59,6 +60,7 @@ class Mailbox(Protocol):
     certificate: Certificate | None
 
     def login(self, username: str, password: Secret) -> None: ...
+    def login_oauth2(self, username: str, token: Secret) -> None: ...
     def prepare(self, extra_folders: Sequence[str]) -> None: ...
     def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None: ...
     def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
@@ -85,6 +87,7 @@ class Submitter(Protocol):
     certificate: Certificate | None
 
     def login(self, username: str, password: Secret) -> None: ...
+    def login_oauth2(self, username: str, token: Secret) -> None: ...
     def send(self, message: EmailMessage, sender: str, recipient: str) -> float: ...
     def close(self) -> None: ...
 
@@ -175,7 +178,7 @@ class RouteChecks:
             raise _connect_failed(handshake, exc, ctx) from None
         try:
             handshake = _with_certificate(handshake, session.certificate)
-            session.login(account.username, account.require_password())
+            log_in(session, account, endpoint, ctx.deadline)
             session.prepare(endpoint.extra_folders)
         except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
             session.close()
@@ -193,7 +196,7 @@ class RouteChecks:
             raise _connect_failed(handshake, exc, ctx) from None
         try:
             handshake = _with_certificate(handshake, session.certificate)
-            session.login(account.username, account.require_password())
+            log_in(session, account, endpoint, ctx.deadline)
         except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
             session.close()
             raise CheckFailed(_describe(exc, ctx), handshake) from None
@@ -273,7 +276,7 @@ class RouteChecks:
         session = None
         try:
             session = self.sessions.imap(sender.imap, ctx.deadline)
-            session.login(sender.username, sender.require_password())
+            log_in(session, sender, sender.imap, ctx.deadline)
             found = session.find_bounce(token, monitor.subject_prefix, instance=monitor.instance,
                                         window=self.route.receive_timeout + 3600)
             if found is None:
@@ -414,6 +417,20 @@ class RouteChecks:
         return Finding(Outcome.SKIPPED, "; ".join(notes) or "no endpoint was reached", report)
 
 
+def log_in(session: Mailbox | Submitter, account: Account, endpoint: Endpoint, deadline: Deadline) -> None:
+    """With the endpoint's OAuth2 token (XOAUTH2) when it has a token source, else the password.
+
+    A token command not yet run for this run (app.run_once runs them first) runs now,
+    within the step's time.
+    """
+    if not endpoint.uses_oauth2:
+        session.login(account.username, account.require_password())
+        return
+    token = oauth2_token(endpoint, deadline.timeout(TOKEN_COMMAND_TIMEOUT))
+    assert token is not None  # uses_oauth2: a file read with the config, or a command
+    session.login_oauth2(account.username, token)
+
+
 def _handshake(protocol: str, endpoint: Endpoint) -> Handshake:
     return Handshake(protocol, endpoint.label, endpoint.tls, allow_plaintext=endpoint.allow_plaintext)
 
@@ -426,7 +443,7 @@ def _with_certificate(handshake: Handshake, certificate: Certificate | None) -> 
 
 def _describe(exc: BaseException, ctx: StepContext) -> str:
     """The user's words for a network failure; anything else is a bug and propagates."""
-    if isinstance(exc, ImapLoginError):
+    if isinstance(exc, (ImapLoginError, SecretError)):
         return str(exc)
     text = describe_error(exc, ctx.deadline.step_timeout)
     if text is None:

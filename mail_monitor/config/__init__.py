@@ -11,6 +11,7 @@ from mail_monitor.config.load import (
     parse_config,
     read_config_file,
     read_secrets,
+    resolve_token_commands,
 )
 from mail_monitor.config.model import (
     Account,
@@ -84,5 +85,6 @@ __all__ = [
     "read_secret_file",
     "read_secrets",
     "redacted",
+    "resolve_token_commands",
     "run_token_command",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -32,7 +33,13 @@ from mail_monitor.config.model import (
     Route,
     default_instance,
 )
-from mail_monitor.config.secrets import Secret, read_secret_file
+from mail_monitor.config.secrets import (
+    TOKEN_COMMAND_TIMEOUT,
+    Secret,
+    SecretError,
+    read_secret_file,
+    run_token_command,
+)
 from mail_monitor.config.text import escape, shorten, shown_name, shown_value
 from mail_monitor.errors import ConfigError
 
@@ -373,6 +380,47 @@ def read_secrets(config: Config) -> Config:
         reports = replace(reports, account=accounts[reports.account.name])
     return replace(config, accounts=accounts, routes=routes, ntfy=ntfy, heartbeat=heartbeat, reports=reports,
                    warnings=config.warnings + tuple(ctx.warnings))
+
+
+def resolve_token_commands(config: Config, budget: float) -> tuple[Config, list[tuple[str, Secret]]]:
+    """The same Config with each ``oauth2_token_command`` run once (per distinct command)
+    and its token filled in, or its failure recorded for the login to report.
+
+    Run at the start of a run, before the run's scrubber exists, so that the scrubber
+    knows these tokens too. All commands together get ``budget`` seconds, each at most
+    TOKEN_COMMAND_TIMEOUT. Also returns the tokens learned, with their user names.
+    """
+    ends = time.monotonic() + budget
+    ran: dict[tuple[str, ...], Secret | str] = {}
+    learned: list[tuple[str, Secret]] = []
+
+    def endpoint(username: str, e: AnyEndpoint | None) -> AnyEndpoint | None:
+        if e is None or e.oauth2_token_command is None or e.oauth2_token is not None:
+            return e
+        command = e.oauth2_token_command
+        if command not in ran:
+            left = min(TOKEN_COMMAND_TIMEOUT, ends - time.monotonic())
+            try:
+                if left <= 0:
+                    raise SecretError(f"oauth2_token_command {os.path.basename(command[0])}: not run, "
+                                      "no time left in the run's deadline")
+                ran[command] = run_token_command(command, left)
+            except SecretError as exc:
+                ran[command] = str(exc)
+        outcome = ran[command]
+        if isinstance(outcome, str):
+            return replace(e, oauth2_token_error=outcome)
+        learned.append((username, outcome))
+        return replace(e, oauth2_token=outcome)
+
+    accounts = {name: replace(a, smtp=endpoint(a.username, a.smtp), imap=endpoint(a.username, a.imap))
+                for name, a in config.accounts.items()}
+    routes = tuple(replace(r, sender=accounts[r.sender.name], recipient=accounts[r.recipient.name])
+                   for r in config.routes)
+    reports = config.reports
+    if reports is not None:
+        reports = replace(reports, account=accounts[reports.account.name])
+    return replace(config, accounts=accounts, routes=routes, reports=reports), learned
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

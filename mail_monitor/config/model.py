@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from mail_monitor.config import schema as s
 from mail_monitor.config.kinds import IpAddress
-from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT, Secret, run_token_command
+from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT, Secret, SecretError, run_token_command
 from mail_monitor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ class Endpoint:
     """Where a protocol is spoken, how its certificate is checked and how to log in.
 
     ``oauth2_token`` is read from ``oauth2_token_file`` with the other secrets;
-    ``oauth2_token_command`` is run only when a token is needed (see ``run_token_command``).
+    ``oauth2_token_command`` is run once at the start of a run (``resolve_token_commands``), or at
+    the login when the run did not (``oauth2_token``).
     """
 
     host: str
@@ -52,6 +53,7 @@ class Endpoint:
     oauth2_token_file: str | None = None
     oauth2_token_command: tuple[str, ...] | None = None
     oauth2_token: Secret | None = field(default=None, repr=False)
+    oauth2_token_error: str | None = None  # the command failed when the run resolved it
 
     @property
     def label(self) -> str:
@@ -74,6 +76,8 @@ def oauth2_token(endpoint: Endpoint, timeout: float = TOKEN_COMMAND_TIMEOUT) -> 
     """
     if endpoint.oauth2_token is not None:
         return endpoint.oauth2_token
+    if endpoint.oauth2_token_error is not None:
+        raise SecretError(endpoint.oauth2_token_error)
     if endpoint.oauth2_token_command is not None:
         return run_token_command(endpoint.oauth2_token_command, timeout)
     return None

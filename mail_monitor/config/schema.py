@@ -132,8 +132,8 @@ def _endpoint_keys(kind: str, tls_default: str, example_port: int) -> tuple[Key,
             default=False),
         Key("oauth2_token_file", k.SecretFile(), "Log in with XOAUTH2 using the access token in this file "
             "instead of the account's password."),
-        Key("oauth2_token_command", k.Command(), "Or run this program (no shell, 30 s at most) when a token is "
-            "needed; its first line of output is the access token."),
+        Key("oauth2_token_command", k.Command(), "Or run this program (no shell, 30 s at most) at the start of "
+            "each run; its first line of output is the access token."),
     )
 
 

@@ -17,7 +17,7 @@ import email.utils
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -27,16 +27,18 @@ from imapclient.exceptions import LoginError
 from mail_monitor.config import ImapEndpoint, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.probes.bounded import BoundedIMAPClient
+from mail_monitor.probes.sasl import XOAuth2
 from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
 from mail_monitor.testmail import (
     BOUNCE_FETCH_BYTES,
     GUARD_FIELDS,
+    TOKEN_HEADER,
     Bounce,
     arrival_criteria,
     bounce_for,
     bounce_search_criteria,
-    is_probe,
+    gmail_search_criteria,
     is_stale,
     probe_headers,
     search_criteria,
@@ -56,6 +58,7 @@ IDLE_AFTER = 150.0
 IDLE_CYCLE = 5.0  # longest single IDLE before re-checking the other folders
 EXTRA_FOLDER_EVERY = 10  # in the fast phase, check another folder every Nth look
 _GUARD_FETCH = f"BODY.PEEK[HEADER.FIELDS ({' '.join(GUARD_FIELDS)})]"
+_TOKEN_FETCH = f"BODY.PEEK[HEADER.FIELDS ({TOKEN_HEADER.upper()})]"
 _MAX_BOUNCE_CANDIDATES = 20  # mails quoting one token: any more and something else is going on
 MAX_COLLECT = 500  # monitor mails per folder an async route's collection looks at
 
@@ -87,6 +90,43 @@ class Bounced:
     waited: float  # seconds from the start of the wait until the bounce was found
 
 
+@dataclass(frozen=True)
+class ImapProvider:
+    """What differs between IMAP servers for the monitor: where probes may land, how the
+    server is searched for them, and what deleting one means.
+
+    The standard: SEARCH HEADER, and \\Deleted plus UID EXPUNGE in place. Gmail: its own
+    index (X-GM-RAW, whose hits the guard then checks, as it matches text anywhere), its
+    spam label as a folder, and deletion by moving to Trash and expunging there: in Gmail
+    an expunge from INBOX only removes the label, the mail stays in All Mail.
+    """
+
+    name: str
+    spam_folders: tuple[str, ...] = ()  # watched even when not in extra_folders
+    trash: str | None = None  # deleting = moving here, then expunging here
+    raw_search: bool = False  # searched with X-GM-RAW
+
+    def watched(self, extra_folders: Sequence[str]) -> list[str]:
+        """INBOX, the configured extra folders, then the provider's spam folders."""
+        names = ["INBOX", *extra_folders, *self.spam_folders]
+        return list(dict.fromkeys(names))
+
+    def arrival_criteria(self, token: str) -> list[Any]:
+        return gmail_search_criteria(None, token) if self.raw_search else arrival_criteria(token)
+
+    def candidate_criteria(self, prefix: str, token: str | None = None) -> list[Any]:
+        return gmail_search_criteria(prefix, token) if self.raw_search else search_criteria(prefix, token)
+
+    def text_criteria(self, token: str) -> list[Any]:
+        """Any mail with the token in its text: the probe, and bounces quoting it."""
+        return gmail_search_criteria(None, token) if self.raw_search else bounce_search_criteria(token)
+
+
+STANDARD = ImapProvider("default")
+GMAIL = ImapProvider("gmail", spam_folders=("[Gmail]/Spam",), trash="[Gmail]/Trash", raw_search=True)
+PROVIDERS = {provider.name: provider for provider in (STANDARD, GMAIL)}
+
+
 @dataclass
 class _Folder:
     """A watched folder and the first UID our mail could have."""
@@ -106,6 +146,7 @@ class ImapSession:
         self.certificate: Certificate | None = None
         self.tls_version: str | None = None  # "TLSv1.3"; None without TLS
         self.selected: str | None = None
+        self.provider = PROVIDERS[endpoint.provider]
         self._folders: dict[str, _Folder] = {}
         if client is not None:
             self.client = client
@@ -144,6 +185,17 @@ class ImapSession:
         except LoginError as exc:
             raise ImapLoginError(f"login refused: {_server_text(exc)}") from None
 
+    def login_oauth2(self, username: str, token: Secret) -> None:
+        """SASL XOAUTH2 with an OAuth2 access token (Gmail, Microsoft, Dovecot's oauth2 passdb)."""
+        self._refresh_timeout()
+        if not self.client.has_capability("AUTH=XOAUTH2"):
+            raise ImapLoginError("the server does not offer AUTH=XOAUTH2 (is oauth2 enabled for IMAP?)")
+        mechanism = XOAuth2(username, token)
+        try:
+            self.client.sasl_login("XOAUTH2", mechanism)
+        except LoginError as exc:
+            raise ImapLoginError(f"XOAUTH2 login refused: {_server_text(exc)}{mechanism.explain()}") from None
+
     def close(self) -> None:
         try:
             self._refresh_timeout(2.0)
@@ -166,7 +218,7 @@ class ImapSession:
         """Select INBOX and note where new mail will start in every watched folder."""
         info = self._select("INBOX")
         self._folders = {"INBOX": _Folder("INBOX", int(info.get(b"UIDNEXT", 1)))}
-        for name in extra_folders:
+        for name in self.provider.watched(extra_folders)[1:]:
             self._folders[name] = _Folder(name, self._status_uidnext(name))
 
     def _status_uidnext(self, folder: str) -> int:
@@ -286,7 +338,7 @@ class ImapSession:
                       instance: str | None) -> tuple[int, Bounce] | None:
         """SEARCH the token's text within ``scope``; the first candidate the guard accepts."""
         self._refresh_timeout()
-        uids = [int(u) for u in self.client.search([*scope, *bounce_search_criteria(token)])]
+        uids = [int(u) for u in self.client.search([*scope, *self.provider.text_criteria(token)])]
         # "n:*" also matches the highest UID when it is below n: filter those out.
         candidates = sorted(u for u in uids if u >= lowest)[:_MAX_BOUNCE_CANDIDATES]
         for uid, raw in self._fetch_bounded(candidates):
@@ -304,10 +356,22 @@ class ImapSession:
         if not pacer.wait(0.0):
             return None
         self._refresh_timeout()
-        uids = self.client.search(["UID", f"{folder.uidnext}:*", *arrival_criteria(token)])
+        uids = self.client.search(["UID", f"{folder.uidnext}:*", *self.provider.arrival_criteria(token)])
         # "n:*" also matches the highest UID when it is below n: filter those out.
-        found = [int(u) for u in uids if int(u) >= folder.uidnext]
-        return min(found) if found else None
+        found = sorted(int(u) for u in uids if int(u) >= folder.uidnext)
+        if found and self.provider.raw_search:
+            # Gmail's index matches the token anywhere (a bounce quoting it too): keep
+            # only mails that carry it in their own token header.
+            if not pacer.wait(0.0):
+                return None
+            found = self._carrying_token(found, token)
+        return found[0] if found else None
+
+    def _carrying_token(self, uids: list[int], token: str) -> list[int]:
+        self._refresh_timeout()
+        data = self.client.fetch(uids, [_TOKEN_FETCH])
+        return sorted(int(uid) for uid, item in data.items()
+                      if BytesHeaderParser().parsebytes(_header_bytes(item)).get_all(TOKEN_HEADER) == [token])
 
     # -- after the wait ---------------------------------------------------------
 
@@ -340,10 +404,44 @@ class ImapSession:
             return 0
         if self.selected != folder:
             self._select(folder)
+        ours = self._probes(uids, prefix, token)
+        return self._discard(list(ours), set(ours.values()),
+                             lambda found, mine: list(self._probes(found, prefix, mine)))
+
+    def _probes(self, uids: list[int], prefix: str, token: str | None) -> dict[int, str]:
+        """The guard: which of ``uids`` in the selected folder are probes (with ``token``); their tokens."""
+        if not uids:
+            return {}
         self._refresh_timeout()
         data = self.client.fetch(uids, [_GUARD_FETCH])
-        ours = [uid for uid, item in data.items() if is_probe(_header_bytes(item), prefix, token)]
-        return self._expunge(ours)
+        ours = {}
+        for uid, item in data.items():
+            probe = probe_headers(_header_bytes(item), prefix)
+            if probe is not None and (token is None or probe.token == token):
+                ours[int(uid)] = probe.token
+        return ours
+
+    def _discard(self, uids: list[int], tokens: set[str], guard: Callable[[list[int], str], list[int]]) -> int:
+        """Delete ``uids`` of the selected folder, which passed ``guard`` there.
+
+        With a provider's trash folder (Gmail) they are moved there; in the trash each
+        token is searched again, and only what passes ``guard(uids, token)`` anew is expunged.
+        """
+        trash = self.provider.trash
+        if trash is None or not uids:
+            return self._expunge(uids)
+        self._refresh_timeout()
+        if self.client.has_capability("MOVE"):
+            self.client.move(uids, trash)
+        else:
+            self.client.copy(uids, trash)
+            self._expunge(uids)
+        self._select(trash)
+        for token in sorted(tokens):
+            self._refresh_timeout()
+            found = sorted(int(u) for u in self.client.search(self.provider.text_criteria(token)))
+            self._expunge(guard(found, token) if found else [])
+        return len(uids)
 
     def _expunge(self, uids: list[int]) -> int:
         if not uids:
@@ -371,7 +469,7 @@ class ImapSession:
         if self.selected != folder:
             self._select(folder)
         self._refresh_timeout()
-        uids = self.client.search([*self._recent(window), *search_criteria(prefix)])
+        uids = self.client.search([*self._recent(window), *self.provider.candidate_criteria(prefix)])
         if not uids:
             return []
         self._refresh_timeout()
@@ -419,8 +517,11 @@ class ImapSession:
         """Delete the bounce ``uid`` if, fetched again, it is still a bounce of ``token``."""
         if self.selected != folder:
             self._select(folder)
-        ours = [u for u, raw in self._fetch_bounded([uid]) if bounce_for(raw, prefix, token, instance)]
-        return self._expunge(ours) == 1
+
+        def bounces(uids: list[int], of: str) -> list[int]:
+            return [u for u, raw in self._fetch_bounded(uids) if bounce_for(raw, prefix, of, instance)]
+
+        return self._discard(bounces([uid], token), {token}, bounces) == 1
 
     def _fetch_bounded(self, uids: list[int]) -> list[tuple[int, bytes]]:
         if not uids:
@@ -452,7 +553,7 @@ class ImapSession:
             if self.selected != folder:
                 self._select(folder)
             self._refresh_timeout()
-            uids = self.client.search(["SINCE", day, *search_criteria(prefix)])
+            uids = self.client.search(["SINCE", day, *self.provider.candidate_criteria(prefix)])
             uids = sorted(int(u) for u in uids)[-MAX_COLLECT:]
             if not uids:
                 continue

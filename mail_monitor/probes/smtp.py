@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from mail_monitor.config import Endpoint, Secret
 from mail_monitor.deadline import Deadline
 from mail_monitor.probes.bounded import BoundedSMTP, BoundedSMTP_SSL
+from mail_monitor.probes.sasl import XOAuth2
 from mail_monitor.probes.tls import client_context, negotiated_version, peer_certificate
 from mail_monitor.results import Certificate
 from mail_monitor.testmail import build_message as build_message  # where runner finds it
@@ -59,6 +60,18 @@ class SmtpSession:
         if not self.client.has_extn("auth"):
             raise smtplib.SMTPNotSupportedError("server offers no AUTH on this port")
         self.client.login(username, password.reveal())
+
+    def login_oauth2(self, username: str, token: Secret) -> None:
+        """AUTH XOAUTH2 with the token as initial response (RFC 4954), as Gmail expects."""
+        self._refresh_timeout()
+        if "XOAUTH2" not in self.client.esmtp_features.get("auth", "").upper().split():
+            raise smtplib.SMTPNotSupportedError("server does not offer AUTH XOAUTH2 on this port")
+        mechanism = XOAuth2(username, token)
+        try:
+            self.client.auth("XOAUTH2", mechanism, initial_response_ok=True)
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = exc.smtp_error if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error).encode()
+            raise smtplib.SMTPAuthenticationError(exc.smtp_code, reply + mechanism.explain().encode()) from None
 
     def send(self, message: EmailMessage, sender: str, recipient: str) -> float:
         """Submit the message; return the monotonic time the submission started."""
