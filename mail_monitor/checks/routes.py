@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from mail_monitor.config import Account, Config, Endpoint, ImapEndpoint, Route, Secret, SecretError, oauth2_token
 from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT
@@ -171,36 +171,15 @@ class RouteChecks:
         account = self.route.recipient
         endpoint = account.imap
         assert endpoint is not None
-        handshake = _handshake("IMAP", endpoint)
-        try:
-            session = self.sessions.imap(endpoint, ctx.deadline)
-        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
-            raise _connect_failed(handshake, exc, ctx) from None
-        try:
-            handshake = _with_certificate(handshake, session.certificate)
-            log_in(session, account, endpoint, ctx.deadline)
-            session.prepare(endpoint.extra_folders)
-        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
-            session.close()
-            raise CheckFailed(_describe(exc, ctx), handshake) from None
-        return Finding(detail=handshake, value=session)
+        return _connected(ctx, "IMAP", account, endpoint, lambda: self.sessions.imap(endpoint, ctx.deadline),
+                          lambda session: session.prepare(endpoint.extra_folders))
 
     def smtp_auth(self, ctx: StepContext) -> Finding:
         account = self.route.sender
         endpoint = account.smtp
         assert endpoint is not None
-        handshake = _handshake("SMTP", endpoint)
-        try:
-            session = self.sessions.smtp(endpoint, ctx.deadline, self.config.monitor.instance)
-        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
-            raise _connect_failed(handshake, exc, ctx) from None
-        try:
-            handshake = _with_certificate(handshake, session.certificate)
-            log_in(session, account, endpoint, ctx.deadline)
-        except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
-            session.close()
-            raise CheckFailed(_describe(exc, ctx), handshake) from None
-        return Finding(detail=handshake, value=session)
+        return _connected(ctx, "SMTP", account, endpoint,
+                          lambda: self.sessions.smtp(endpoint, ctx.deadline, self.config.monitor.instance))
 
     def send(self, ctx: StepContext) -> Finding:
         route, monitor = self.route, self.config.monitor
@@ -429,6 +408,28 @@ def log_in(session: Mailbox | Submitter, account: Account, endpoint: Endpoint, d
     token = oauth2_token(endpoint, deadline.timeout(TOKEN_COMMAND_TIMEOUT))
     assert token is not None  # uses_oauth2: a file read with the config, or a command
     session.login_oauth2(account.username, token)
+
+
+S = TypeVar("S", Mailbox, Submitter)
+
+
+def _connected(ctx: StepContext, protocol: str, account: Account, endpoint: Endpoint, connect: Callable[[], S],
+               then: Callable[[S], None] | None = None) -> Finding:
+    """Connect and log in; the handshake (certificate, TLS version) is reported either way."""
+    handshake = _handshake(protocol, endpoint)
+    try:
+        session = connect()
+    except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+        raise _connect_failed(handshake, exc, ctx) from None
+    try:
+        handshake = _with_certificate(handshake, session.certificate)
+        log_in(session, account, endpoint, ctx.deadline)
+        if then is not None:
+            then(session)
+    except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
+        session.close()
+        raise CheckFailed(_describe(exc, ctx), handshake) from None
+    return Finding(detail=handshake, value=session)
 
 
 def _handshake(protocol: str, endpoint: Endpoint) -> Handshake:
