@@ -180,16 +180,23 @@ def check_dmarc(domain: str, resolver: Resolver, org_domain: dmarc.OrgDomain) ->
     return Finding("dmarc", Outcome.OK, f"DMARC for {domain}{where}: {record.describe()}", details)
 
 
-def check_mta_sts(domain: str, resolver: Resolver, fetcher: mta_sts.PolicyFetcher) -> Finding:
-    """The ``_mta-sts`` TXT record, the HTTPS policy, and that its mx patterns cover every MX host."""
-    name = f"_mta-sts.{domain}"
+def _versioned_txt(check: str, name: str, version: str, resolver: Resolver) -> list[str] | Finding:
+    """The TXT records at ``name`` that start with ``version``; a Finding if DNS could not tell."""
     try:
         txts = [t.decode("ascii", "replace") for t in resolver.txt(name)]
     except DnsError as error:
         if error.kind is DnsErrorKind.TEMPFAIL:
-            return _unavailable("mta_sts", error)
+            return _unavailable(check, error)
         txts = []
-    found = [t for t in txts if t.replace(" ", "").startswith("v=STSv1")]
+    return [t for t in txts if t.replace(" ", "").startswith(version)]
+
+
+def check_mta_sts(domain: str, resolver: Resolver, fetcher: mta_sts.PolicyFetcher) -> Finding:
+    """The ``_mta-sts`` TXT record, the HTTPS policy, and that its mx patterns cover every MX host."""
+    name = f"_mta-sts.{domain}"
+    found = _versioned_txt("mta_sts", name, "v=STSv1", resolver)
+    if isinstance(found, Finding):
+        return found
     if len(found) != 1:
         state = "no" if not found else f"{len(found)}"
         return Finding("mta_sts", Outcome.FAILED, f"{state} MTA-STS record (v=STSv1) at {name}; publish exactly one")
@@ -235,13 +242,9 @@ def check_mta_sts(domain: str, resolver: Resolver, fetcher: mta_sts.PolicyFetche
 def check_tls_rpt(domain: str, resolver: Resolver) -> Finding:
     """``_smtp._tls`` publishes one v=TLSRPTv1 record with mailto: or https: report addresses."""
     name = f"_smtp._tls.{domain}"
-    try:
-        txts = [t.decode("ascii", "replace") for t in resolver.txt(name)]
-    except DnsError as error:
-        if error.kind is DnsErrorKind.TEMPFAIL:
-            return _unavailable("tls_rpt", error)
-        txts = []
-    found = [t for t in txts if t.replace(" ", "").startswith("v=TLSRPTv1")]
+    found = _versioned_txt("tls_rpt", name, "v=TLSRPTv1", resolver)
+    if isinstance(found, Finding):
+        return found
     if len(found) != 1:
         state = "no" if not found else f"{len(found)}"
         message = (
