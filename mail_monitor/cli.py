@@ -20,7 +20,6 @@ from mail_monitor.config import (
     load_config,
     parse_config,
     read_secrets,
-    redacted,
 )
 from mail_monitor.errors import ConfigError, MonitorError, UsageError
 from mail_monitor.logs import setup_logging
@@ -184,6 +183,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def cmd_check_config(args: argparse.Namespace) -> int:
     import tomli_w
 
+    from mail_monitor.config.render import redacted
+
     config = resolve_config(args)
     sys.stdout.write(f"# {config.source}: OK (secrets read and redacted)\n")
     sys.stdout.write(tomli_w.dumps(redacted(config)))
@@ -191,7 +192,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from mail_monitor.config import example_config
+    from mail_monitor.config.render import example_config
 
     text = example_config()
     if args.path is None:

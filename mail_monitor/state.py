@@ -133,8 +133,10 @@ class State:
         return _decode(data)
 
     def history(self) -> History:
+        # The reports code (and its XML parsers) is imported only where reports were counted.
+        seen = frozenset(self.report_totals().seen) if self.reports else frozenset()
         return History({subject: tuple(probes) for subject, probes in self.pending.items()},
-                       reports_seen=frozenset(self.report_totals().seen), reports_cursor=self.reports_cursor)
+                       reports_seen=seen, reports_cursor=self.reports_cursor)
 
     def report_totals(self) -> ReportTotals:
         """The reports counters (validated when the state was read)."""

@@ -10,8 +10,9 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 from test_config_schema import full_config
 
-from mail_monitor.config import ConfigError, parse_config, redacted
+from mail_monitor.config import ConfigError, parse_config
 from mail_monitor.config import schema as s
+from mail_monitor.config.render import redacted
 
 KEY_NAMES = sorted({key.name for section in s.SECTIONS for key in section.keys} | set(s.TOP_LEVEL)
                    | {"self", "ntfy", "smtp", "imap"})

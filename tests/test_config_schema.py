@@ -30,15 +30,13 @@ from mail_monitor.config import (
     ReportsSettings,
     Route,
     default_instance,
-    example_config,
     load_config,
     parse_config,
     read_secrets,
-    redacted,
 )
 from mail_monitor.config import kinds as k
 from mail_monitor.config import schema as s
-from mail_monitor.config.render import regenerate_docs
+from mail_monitor.config.render import example_config, redacted, regenerate_docs
 from mail_monitor.config.text import shown_value
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,7 +33,6 @@ from mail_monitor.config.model import (
     default_instance,
     oauth2_token,
 )
-from mail_monitor.config.render import example_config, redacted
 from mail_monitor.config.schema import AUTH_METHODS, DEFAULT_BLOCKLISTS, DEFAULT_PORTS, TLS_MODES
 from mail_monitor.config.secrets import (
     MAX_SECRET_BYTES,
@@ -73,7 +72,6 @@ __all__ = [
     "SecretError",
     "TlsMode",
     "default_instance",
-    "example_config",
     "expand_credentials_path",
     "format_duration",
     "human_duration",
@@ -84,7 +82,6 @@ __all__ = [
     "read_config_file",
     "read_secret_file",
     "read_secrets",
-    "redacted",
     "resolve_token_commands",
     "run_token_command",
 ]
