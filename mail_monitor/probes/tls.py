@@ -27,7 +27,7 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 def peer_certificate(sock: object, endpoint: str) -> Certificate | None:
-    """Expiry and names of the verified certificate of an open TLS socket."""
+    """Expiry and names of the verified certificate of an open TLS socket, and the TLS version."""
     if not isinstance(sock, ssl.SSLSocket):
         return None
     info = sock.getpeercert()
@@ -39,6 +39,7 @@ def peer_certificate(sock: object, endpoint: str) -> Certificate | None:
         not_after=float(not_after),
         subject=_name(info.get("subject", ())),
         issuer=_name(info.get("issuer", ())),
+        tls_version=sock.version() or "",
     )
 
 
