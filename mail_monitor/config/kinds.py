@@ -38,7 +38,12 @@ def _has_control(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Kind:
-    """Base: subclasses set ``expected`` and implement ``parse``."""
+    """Base: subclasses set ``expected`` and implement ``parse``.
+
+    A kind without parameters of its own is a plain subclass: ``@dataclass`` would only
+    generate again the six methods it inherits, at ~1 ms of every start each
+    (docs/performance.md).
+    """
 
     def parse(self, raw: object) -> Any:
         raise NotImplementedError
@@ -98,7 +103,6 @@ class Integer(Kind):
         return int(value)
 
 
-@dataclass(frozen=True)
 class Fraction(Kind):
     @property
     def expected(self) -> str:
@@ -115,7 +119,6 @@ class Fraction(Kind):
         return value
 
 
-@dataclass(frozen=True)
 class Boolean(Kind):
     @property
     def expected(self) -> str:
@@ -155,7 +158,6 @@ def hostname(what: str = "a host name or IP address") -> Text:
     return Text(what, 253, re.compile(rf"{_HOSTNAME.pattern}|[0-9A-Fa-f:.]+"), ascii_only=True)
 
 
-@dataclass(frozen=True)
 class DomainName(Text):
     """A DNS name with at least two labels, lower-cased, without the root's trailing dot."""
 
@@ -212,7 +214,6 @@ class FilePath(Kind):
         return str(value)
 
 
-@dataclass(frozen=True)
 class SecretFile(Kind):
     """The name of a file holding a secret; kept as written so ``$CREDENTIALS_DIRECTORY`` expands late."""
 
@@ -251,7 +252,6 @@ class ListOf(Kind):
         return [self.item.render(v) for v in value]
 
 
-@dataclass(frozen=True)
 class IpAddressKind(Kind):
     @property
     def expected(self) -> str:
@@ -269,7 +269,6 @@ class IpAddressKind(Kind):
         return str(value)
 
 
-@dataclass(frozen=True)
 class DnsServerKind(Kind):
     """ "IP" or "IP:PORT" ("[IPv6]:PORT"): where every DNS query goes."""
 
@@ -298,7 +297,6 @@ class DnsServerKind(Kind):
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-@dataclass(frozen=True)
 class Command(Kind):
     """argv of a program run without a shell."""
 
@@ -340,7 +338,6 @@ class UrlTemplate(Kind):
         return raw
 
 
-@dataclass(frozen=True)
 class AccountRef(Kind):
     """The name of an ``[accounts.NAME]`` table; resolved to the Account by the loader."""
 
