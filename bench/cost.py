@@ -13,6 +13,11 @@ mail_monitor`` from the clone with the interpreter the benchmark runs under (wha
 that interpreter loads at start-up, such as ``.pth`` hooks in its site-packages,
 counts too). Also reports the CLI's import time (``python -X importtime``).
 
+``--baseline DIR`` also runs another checkout (a ``git worktree`` of an older commit)
+the same way, as ``python3 -m mail_monitor`` with that tree first on the path,
+interleaved with this one against the same stack, and adds a table of the differences
+of the medians: the comparison behind docs/performance.md.
+
 ``--deliverability`` instead runs against the DNS world of the tests (scripts/dnsstack.py:
 Knot, OpenDKIM signing, policyd-spf/OpenDMARC, nginx for MTA-STS) and compares a run of
 the route alone with a run where every deliverability family is due (probe verdicts with
@@ -23,6 +28,7 @@ the wall time, the CPU and the roundtrip.
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,8 +144,12 @@ def main() -> None:
     parser = bench_arguments(__doc__, repeat=10)
     parser.add_argument("--deliverability", action="store_true",
                         help="compare a run with and without the deliverability families (DNS world)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="another checkout to compare with (interleaved, same stack)")
     args = parser.parse_args()
     byte_compile()
+    if args.baseline is not None:
+        byte_compile(args.baseline)
     if args.deliverability:
         deliverability(args.repeat, args.delay)
         return
@@ -158,6 +168,18 @@ def main() -> None:
             variants[f"{how} | as the timer runs it (state + metrics)"] = [*start, "run", "-c", str(full)]
             variants[f"{how} | checks only (--no-state, no metrics)"] = [*start, "run", "-c", str(checks_only),
                                                                          "--no-state"]
+        if args.baseline is not None:
+            # Its own state and metrics files: an older version must not read (or refuse) ours.
+            theirs = stack.root / "baseline.toml"
+            theirs.write_text(full.read_text().replace("state.json", "baseline-state.json")
+                              .replace("mail_monitor.prom", "baseline.prom"))
+            # Started in that tree: ``-m`` puts the working directory first on the path.
+            start = ["env", "-C", str(args.baseline.resolve()), f"PYTHONPATH={args.baseline.resolve()}",
+                     sys.executable, "-m", "mail_monitor"]
+            variants["baseline `python3 -m mail_monitor` | as the timer runs it (state + metrics)"] = \
+                [*start, "run", "-c", str(theirs)]
+            variants["baseline `python3 -m mail_monitor` | checks only (--no-state, no metrics)"] = \
+                [*start, "run", "-c", str(checks_only), "--no-state"]
         measured: dict[str, tuple[list[float], list[float], list[float]]] = {}
         for command in variants.values():
             timed_run(command)  # warm the page cache and Dovecot's index once
@@ -179,6 +201,24 @@ def main() -> None:
     print()
     print(f"import of mail_monitor.cli, ms: {summary(import_time('mail_monitor.cli', args.repeat), 1000)}; "
           f"for scale, `python3 -c pass`, s: {summary(startup, digits=3)}")
+    if args.baseline is not None:
+        compare(measured, args.baseline)
+
+
+def compare(measured: dict[str, tuple[list[float], list[float], list[float]]], baseline: Path) -> None:
+    """This checkout against the baseline, both started as ``python3 -m``: medians and change."""
+    print()
+    print(f"# this checkout against {baseline} (medians, `python3 -m mail_monitor`)")
+    print("| run | wall time, s | CPU user+sys, s | peak RSS, MiB |")
+    print("|---|---|---|---|")
+    for run in ("as the timer runs it (state + metrics)", "checks only (--no-state, no metrics)"):
+        ours = measured[f"`python3 -m mail_monitor` from the clone | {run}"]
+        theirs = measured[f"baseline `python3 -m mail_monitor` | {run}"]
+        cells = []
+        for values, before, digits in zip(ours, theirs, (3, 3, 1), strict=True):
+            now, then = statistics.median(values), statistics.median(before)
+            cells.append(f"{then:.{digits}f} → {now:.{digits}f} ({(now - then) / then:+.0%})")
+        print(f"| {run} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
