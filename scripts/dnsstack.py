@@ -68,7 +68,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack import DOMAIN, CertificateAuthority, MailStack, free_port, wait_for_exit, wait_for_port
+from mailstack import (
+    DOMAIN,
+    CertificateAuthority,
+    MailStack,
+    free_port,
+    wait_for_exit,
+    wait_for_port,
+    wait_for_signal,
+)
 
 AUTHSERV_ID = f"mx.{DOMAIN}"
 MAIL_HOST = f"mail.{DOMAIN}"
@@ -796,17 +804,8 @@ def main() -> int:
     print(f"  MTA-STS {world.mta_sts_url} (resolve {MTA_STS_HOST} to 127.0.0.1, CA {stack.ca.ca_file})",
           file=sys.stderr)
     print(f"  config: {config}", file=sys.stderr)
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        while not stop:
-            time.sleep(0.2)
+        wait_for_signal()
     finally:
         stack.stop()
         world.stop()

@@ -76,6 +76,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT: how the command-line stacks stay up until told to stop."""
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop:
+        time.sleep(0.2)
+
+
 def wait_for_exit(pids: list[int], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while any(pid_alive(p) for p in pids):
@@ -698,17 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"try:  {command} run --config {config_path} --no-state", file=sys.stderr)
     if args.ready_file:
         args.ready_file.touch()
-    stop = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        while not stop:
-            time.sleep(0.2)
+        wait_for_signal()
     finally:
         stack.destroy() if args.dir is None else stack.stop()
     return 0
