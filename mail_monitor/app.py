@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 from mail_monitor.checks import needs_history, run_checks
 from mail_monitor.config import Config
 from mail_monitor.deadline import Deadline
-from mail_monitor.errors import StateError
+from mail_monitor.errors import StateError, StateUnavailable
 from mail_monitor.output import render
 from mail_monitor.results import RunResult
 
 if TYPE_CHECKING:
+    from mail_monitor.alerts import AlertPolicy
     from mail_monitor.heartbeat import Heartbeat, HeartbeatSettings
     from mail_monitor.ntfy import CardSettings
     from mail_monitor.state import State, StateStore
@@ -137,38 +138,57 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
     Order: the state, with any new alert queued, is saved *before* the alert is sent,
     and saved again once the server accepted it. A crash in between can re-send one
     alert on the next run (same sequence id); it can never lose one.
+
+    A state that cannot be locked or read at all (its directory not writable, a file
+    from a newer version after a rollback) must not silence an outage: the run then
+    alerts as if it had no state, where every failing check alerts at once, since
+    nothing can be counted; the StateError still makes the run UNKNOWN.
     """
-    from mail_monitor.alerts import AlertPolicy, evaluate
+    from mail_monitor.alerts import AlertPolicy
     from mail_monitor.state import State
 
     ntfy = config.ntfy
     policy = AlertPolicy(enabled=ntfy is not None,
                          after_failures=ntfy.after_failures if ntfy else 1,
                          remind_every=ntfy.remind_every if ntfy else 0.0)
-    with _maybe_locked(store, max(1.0, deadline.remaining())):
-        previous = store.load() if store else State()
-        state, new_alerts = evaluate(previous, result, policy, time.time())
-        for alert in new_alerts:
-            log.warning("alert %s (%s): %s", alert.id, alert.kind, alert.title)
-        save_error: StateError | None = None
-        if store is not None:
+    try:
+        with _maybe_locked(store, max(1.0, deadline.remaining())):
+            previous = store.load() if store else State()
+            return _decide_and_deliver(config, result, store, previous, policy, deadline, notify)
+    except StateUnavailable as exc:
+        log.error("%s; alerting without the state: every failing check alerts, nothing is counted", exc)
+        _decide_and_deliver(config, result, None, State(), dataclasses.replace(policy, after_failures=1),
+                            deadline, notify)
+        raise
+
+
+def _decide_and_deliver(config: Config, result: RunResult, store: StateStore | None, previous: State,
+                        policy: AlertPolicy, deadline: Deadline, notify: bool) -> State:
+    from mail_monitor.alerts import evaluate
+
+    ntfy = config.ntfy
+    state, new_alerts = evaluate(previous, result, policy, time.time())
+    for alert in new_alerts:
+        log.warning("alert %s (%s): %s", alert.id, alert.kind, alert.title)
+    save_error: StateError | None = None
+    if store is not None:
+        try:
+            store.save(state)
+        except StateError as exc:
+            save_error = exc  # still try to deliver: an outage must reach the phone
+    if notify and ntfy is not None and state.queue:
+        from mail_monitor.ntfy import deliver
+
+        before = len(state.queue)
+        state.queue = deliver(state.queue, ntfy, result.instance, deadline, card=ntfy_card(config))
+        state.alerts_sent_total += before - len(state.queue)
+        if store is not None and save_error is None:
             try:
                 store.save(state)
             except StateError as exc:
-                save_error = exc  # still try to deliver: an outage must reach the phone
-        if notify and ntfy is not None and state.queue:
-            from mail_monitor.ntfy import deliver
-
-            before = len(state.queue)
-            state.queue = deliver(state.queue, ntfy, result.instance, deadline, card=ntfy_card(config))
-            state.alerts_sent_total += before - len(state.queue)
-            if store is not None and save_error is None:
-                try:
-                    store.save(state)
-                except StateError as exc:
-                    save_error = exc
-        if save_error is not None:
-            raise save_error
+                save_error = exc
+    if save_error is not None:
+        raise save_error
     return state
 
 

@@ -13,5 +13,9 @@ class StateError(MonitorError):
     """The state file cannot be used (not writable, locked too long)."""
 
 
+class StateUnavailable(StateError):
+    """The state cannot be locked or read at all: the run alerts without it (and says so)."""
+
+
 class UsageError(MonitorError):
     """The command cannot be carried out as asked."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mail_monitor.errors import StateError
+from mail_monitor.errors import StateError, StateUnavailable
 from mail_monitor.files import write_atomic
 from mail_monitor.results import (
     CheckResult,
@@ -248,7 +248,7 @@ class StateStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise StateError(f"{self.lock_path}: cannot create lock file: {exc.strerror}") from None
+            raise StateUnavailable(f"{self.lock_path}: cannot create lock file: {exc.strerror}") from None
         try:
             end = time.monotonic() + timeout
             while True:
@@ -274,11 +274,11 @@ class StateStore:
         except FileNotFoundError:
             return State()
         except OSError as exc:
-            raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from None
+            raise StateUnavailable(f"{self.path}: cannot read state: {exc.strerror}") from None
         try:
             return State.from_json(raw)
         except NewerStateError as exc:
-            raise StateError(f"{self.path}: {exc}; refusing to touch it") from None
+            raise StateUnavailable(f"{self.path}: {exc}; refusing to touch it") from None
         except (ValueError, TypeError, KeyError) as exc:
             if read_only:
                 raise StateError(f"{self.path}: corrupt state ({_short(exc)})") from None
@@ -287,7 +287,8 @@ class StateStore:
             try:
                 os.replace(self.path, aside)
             except OSError as move_error:
-                raise StateError(f"{self.path}: corrupt and cannot be moved aside: {move_error.strerror}") from None
+                raise StateUnavailable(f"{self.path}: corrupt and cannot be moved aside: "
+                                       f"{move_error.strerror}") from None
             log.error("%s: corrupt state (%s); kept as %s, starting afresh", self.path, _short(exc), aside)
             return State()
 
