@@ -69,30 +69,37 @@ def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float
     state.first_run = False
 
     problems = {check.key: check for check in result.failing()}
+    # A check that could not run (skipped behind a failed one, or not started before the
+    # deadline) says nothing about itself: an alerted problem skipped now is still open,
+    # neither "working again" nor news.
+    skipped = {check.key for check in result.checks if check.outcome is Outcome.SKIPPED}
+    unconfirmed = set(state.incident.alerted_problems) & skipped if state.incident else set()
     alerts: list[Alert] = []
     if problems:
         state.consecutive_failed_runs += 1
         if state.incident is None:
             state.incident = Incident(since=result.started_at)
         incident = state.incident
-        keys = sorted(problems)
+        keys = sorted(set(problems) | unconfirmed)
         if not incident.alerted:
             if state.consecutive_failed_runs >= policy.after_failures:
                 alerts.append(_failure(state, result, problems, now))
                 incident.alerted, incident.alerted_problems = True, keys
         elif keys != incident.alerted_problems:
-            alerts.append(_update(state, result, problems, incident.alerted_problems, now))
+            healed = sorted(set(incident.alerted_problems) - set(keys))
+            alerts.append(_update(state, result, problems, healed, now))
             incident.alerted_problems = keys
         elif policy.remind_every > 0 and incident.last_alert is not None \
                 and now - incident.last_alert >= policy.remind_every:
             alerts.append(_reminder(state, result, problems, now))
         if alerts:
             incident.last_alert = now
-    else:
+    elif not unconfirmed:
         if state.incident is not None and state.incident.alerted:
             alerts.append(_recovery(state, result, state.incident, now))
         state.incident = None
         state.consecutive_failed_runs = 0
+    # else: nothing failed, but what was alerted could not be checked: the incident stays open.
 
     if policy.enabled:
         state.queue.extend(alerts)
@@ -255,9 +262,8 @@ def _failure(state: State, result: RunResult, problems: dict[str, CheckResult], 
                       ["rotating_light"], now)
 
 
-def _update(state: State, result: RunResult, problems: dict[str, CheckResult], before: list[str],
+def _update(state: State, result: RunResult, problems: dict[str, CheckResult], healed: list[str],
             now: float) -> Alert:
-    healed = sorted(set(before) - set(problems))
     title = f"Mail still broken on {result.instance}, changed: {_routes(problems)}"
     message = "Now failing:\n\n" + _lines(problems)
     if healed:

@@ -10,15 +10,21 @@ T0 = 1_800_000_000.0
 MINUTE = 60.0
 
 
+# What each route check needs, as the route steps declare it (mail_monitor/checks/routes.py).
+NEEDS = {"send": ("smtp_auth", "imap_auth"), "receive": ("send", "imap_auth"), "cleanup": ("imap_auth",)}
+
+
 def run(at: float, *failing: str, warning: str | None = None) -> RunResult:
-    """A one-route run; ``failing`` names failed checks, later ones are skipped."""
+    """A one-route run; ``failing`` names failed checks, the checks that need them are skipped."""
     checks = []
     subject = Subject.route("self")
+    not_passed = set(failing)
     for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls"):
         detail = Arrival(1.5, 0.01, "INBOX", False, at, at + 1.5, 10, 1.5) if name == "receive" else None
         if name in failing:
             checks.append(CheckResult(subject, name, Outcome.FAILED, 0.1, f"{name} broke"))
-        elif failing and name in ("send", "receive") and not {"send", "receive"} & set(failing):
+        elif not_passed & set(NEEDS.get(name, ())):
+            not_passed.add(name)
             checks.append(CheckResult(subject, name, Outcome.SKIPPED, message="earlier check failed"))
         elif name == warning:
             checks.append(CheckResult(subject, name, Outcome.WARNING, 0.1, "landed in Junk", detail))
@@ -83,6 +89,26 @@ def test_change_while_failing_sends_one_update() -> None:
     assert kinds == [["failure"], ["update"], [], ["update"]]
     last = state.queue[-1]
     assert "Working again: self/receive" in last.message and "self/tls" in last.message
+
+
+def test_a_check_skipped_behind_a_new_failure_is_not_working_again() -> None:
+    # receive fails; then smtp_auth fails, so send and receive are skipped: receive is not healed.
+    state, kinds = sequence(AlertPolicy(), run(T0, "receive"), run(T0 + MINUTE, "smtp_auth"),
+                            run(T0 + 2 * MINUTE, "smtp_auth"), run(T0 + 3 * MINUTE))
+    assert kinds == [["failure"], ["update"], [], ["recovery"]]
+    update = state.queue[1]
+    assert "self/smtp_auth" in update.message and "Working again" not in update.message
+
+
+def test_an_alerted_check_not_run_before_the_deadline_neither_recovers_nor_alerts() -> None:
+    subject = Subject.route("self")
+    not_reached = RunResult(started_at=T0 + MINUTE, duration=60.0, instance="mx1", checks=tuple(
+        CheckResult(subject, name, Outcome.SKIPPED, message="run deadline reached first") if name == "receive"
+        else CheckResult(subject, name, Outcome.OK, 0.1)
+        for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
+    state, kinds = sequence(AlertPolicy(), run(T0, "receive"), not_reached, run(T0 + 2 * MINUTE))
+    assert kinds == [["failure"], [], ["recovery"]]
+    assert "after 2m" in state.queue[-1].message  # the outage ran on through the unchecked run
 
 
 def test_reminders_every_interval_while_failing() -> None:
