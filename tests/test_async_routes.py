@@ -69,6 +69,17 @@ def test_late_probes_warn_and_are_counted() -> None:
     assert state.late_total == {"route:r0": 1} and state.lost_total == {}
 
 
+def test_a_probe_still_missing_after_late_after_warns_before_it_is_lost() -> None:
+    world = World()
+    _, state = one_run(world, State())
+    result, state = one_run(world, age(state, 2 * HOUR))  # past late_after (1 h), before lost_after (4 h)
+    got = receive(result)
+    assert got.outcome is Outcome.WARNING and "1 probe(s) overdue" in got.message, got.message
+    assert state.lost_total == {} and state.late_total == {}  # nothing counted yet: it may still come
+    result, state = one_run(world, State.from_json(state.to_json()))  # a fresh probe: not overdue
+    assert "1 probe(s) overdue" in receive(result).message  # the old one still is
+
+
 def test_a_probe_that_never_arrives_is_counted_lost_exactly_once() -> None:
     world = World()
     _, state = one_run(world, State())

@@ -313,10 +313,17 @@ class RouteChecks:
         if not parts:
             missing = sum(1 for p in probes if p.lost)
             parts.append(f"{missing} probe(s) counted lost earlier still missing; nothing new")
+        overdue = [p for p in waiting if now - p.submitted_at > route.late_after]
+        warnings = []
         if late:
-            message = (f"{len(late)} probe(s) arrived late (after late_after, {route.late_after:g}s, "
-                       f"or after they were counted lost)")
-            return Finding(Outcome.WARNING, "; ".join([message, *parts]), collection, mine)
+            warnings.append(f"{len(late)} probe(s) arrived late (after late_after, {route.late_after:g}s, "
+                            f"or after they were counted lost)")
+        if overdue:
+            sent = ", ".join(_when(p.submitted_at) for p in overdue)
+            warnings.append(f"{len(overdue)} probe(s) overdue: sent {sent}, not seen within late_after "
+                            f"({route.late_after:g}s)")
+        if warnings:
+            return Finding(Outcome.WARNING, "; ".join([*warnings, *parts]), collection, mine)
         if arrival is not None and arrival.in_spam:
             return Finding(Outcome.WARNING, f"landed in {arrival.folder} (spam); " + "; ".join(parts),
                            collection, mine)
