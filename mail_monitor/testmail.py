@@ -182,6 +182,9 @@ class Bounce:
     diagnostic: str | None = None  # Diagnostic-Code, e.g. "smtp; 550 5.1.1 <x@y>: User unknown"
     recipient: str | None = None  # Final-Recipient, without its address type
     action: str | None = None  # "failed", "delayed", ...
+    # The probe came back as a part of its own (message/rfc822, text/rfc822-headers), not
+    # only quoted in the text: only then is the bounce the monitor's to delete.
+    attached: bool = True
 
     @property
     def permanent(self) -> bool:
@@ -210,9 +213,11 @@ def bounce_for(raw: bytes, prefix: str, token: str, instance: str | None = None)
     probe in a message/rfc822 or text/rfc822-headers part; failing those, a plain-text
     bounce that quotes the probe's header block. Ours only when the returned headers
     pass ``is_probe`` for ``token`` and, when ``instance`` is given, name that instance.
+    A quoted block explains a failure but is not ``attached``: such a mail is not deleted.
     """
     message = message_from_bytes(raw)
-    returned = _returned_headers(message)
+    attached = _attached_headers(message)
+    returned = attached if attached is not None else _quoted_headers(message)
     if returned is None or not _ours(returned, prefix, token, instance):
         return None
     report = _delivery_status(message)
@@ -221,7 +226,7 @@ def bounce_for(raw: bytes, prefix: str, token: str, instance: str | None = None)
     text = _plain_text(message)
     status = _STATUS.search(text)
     return Bounce(token, status=status.group(1) if status else None,
-                  diagnostic=_first_smtp_reply(text))
+                  diagnostic=_first_smtp_reply(text), attached=attached is not None)
 
 
 def _ours(headers: Message, prefix: str, token: str, instance: str | None) -> bool:
@@ -231,8 +236,8 @@ def _ours(headers: Message, prefix: str, token: str, instance: str | None) -> bo
     return instance is None or found.instance == instance
 
 
-def _returned_headers(message: Message) -> Message | None:
-    """The headers of the returned original: an attached part, else a quoted block."""
+def _attached_headers(message: Message) -> Message | None:
+    """The headers of the original returned as a part of its own."""
     for part in message.walk():
         kind = part.get_content_type()
         if kind == "message/rfc822":
@@ -243,14 +248,14 @@ def _returned_headers(message: Message) -> Message | None:
             raw = part.get_payload(decode=True)
             if isinstance(raw, bytes):
                 return BytesHeaderParser().parsebytes(raw)
+    return None
+
+
+def _quoted_headers(message: Message) -> Message | None:
+    """A header block quoted in the text (qmail and friends): the lines around our token header."""
     if message.get_content_type() == "multipart/report":
         return None  # a report without a returned part: nothing proves it is ours
-    return _quoted_headers(_plain_text(message))
-
-
-def _quoted_headers(text: str) -> Message | None:
-    """A quoted header block (qmail and friends): the lines around our token header."""
-    lines = text.splitlines()
+    lines = _plain_text(message).splitlines()
     for index, line in enumerate(lines):
         if line.lower().startswith(TOKEN_HEADER.lower() + ":"):
             start = index

@@ -163,3 +163,21 @@ def test_a_real_bounce_is_found_never_taken_for_the_probe_and_deleted_by_the_gua
         assert imap.find_bounce(tok, PREFIX, instance="host-a") is None
     finally:
         imap.close()
+
+
+def test_a_bounce_that_only_quotes_the_probe_in_its_text_explains_but_is_never_deleted(guarded):
+    tok = token(8)
+    probe = build_message(sender="guarded@example.test", recipient="nobody@far.example", subject_prefix=PREFIX,
+                          route="self", token=tok, instance="host-a")
+    # qmail's format: the original pasted below a line of text, no part of its own. A person
+    # forwarding the probe inline looks the same: the spec lets only returned parts be deleted.
+    raw = ("From: MAILER-DAEMON@far.example\r\nTo: guarded@example.test\r\nSubject: failure notice\r\n\r\n"
+           "Hi. This is the qmail-send program at far.example.\r\n<nobody@far.example>:\r\n"
+           "Remote host said: 550 5.1.1 mailbox unavailable\r\n\r\n"
+           "--- Below this line is a copy of the message.\r\n\r\n").encode() + probe.as_bytes()
+    guarded.client._imap.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+    [uid] = guarded.client.search(["ALL"])
+    found = guarded.find_bounce(tok, PREFIX, instance="host-a")
+    assert found is not None and found[0] == uid and found[1].status == "5.1.1" and not found[1].attached
+    assert not guarded.delete_bounce(uid, tok, PREFIX, instance="host-a")
+    assert guarded.client.search(["ALL"]) == [uid]

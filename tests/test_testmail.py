@@ -204,5 +204,8 @@ def test_a_plain_text_bounce_quoting_the_probe_is_ours():
     bounce = bounce_for(raw, PREFIX, TOKEN, "host-a")
     assert bounce is not None and bounce.status == "5.1.1"
     assert bounce.diagnostic == "550 5.1.1 mailbox unavailable"
+    # It explains the failure, but text that merely quotes the probe is never deleted.
+    assert not bounce.attached
+    assert bounce_for(postfix_dsn(probe()), PREFIX, TOKEN, "host-a").attached  # type: ignore[union-attr]
     quoted_other = raw.replace(TOKEN.encode(), OTHER.encode())
     assert bounce_for(quoted_other, PREFIX, TOKEN, "host-a") is None

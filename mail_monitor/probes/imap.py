@@ -519,7 +519,9 @@ class ImapSession:
             self._select(folder)
 
         def bounces(uids: list[int], of: str) -> list[int]:
-            return [u for u, raw in self._fetch_bounded(uids) if bounce_for(raw, prefix, of, instance)]
+            """Only a bounce that returned the probe as a part of its own is ours to delete."""
+            return [u for u, raw in self._fetch_bounded(uids)
+                    if (bounce := bounce_for(raw, prefix, of, instance)) is not None and bounce.attached]
 
         return self._discard(bounces([uid], token), {token}, bounces) == 1
 
