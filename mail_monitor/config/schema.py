@@ -257,10 +257,10 @@ POSTFIX_QUEUE = Section("postfix_queue", "[postfix_queue]", "Local Postfix queue
         default_doc="Postfix's own"),
     Key("postqueue", k.Text("a program name or path", 4096), "The postqueue program (on NixOS: "
         "`/run/wrappers/bin/postqueue`).", default="postqueue"),
-    Key("warn_deferred", k.Integer(1, 10_000_000), "More deferred messages than this is a warning.", default=20),
-    Key("crit_deferred", k.Integer(1, 10_000_000), "More than this is a failure; at least `warn_deferred`.",
+    Key("warn_deferred", k.Integer(1, 10_000_000), "This many deferred messages or more is a warning.", default=20),
+    Key("crit_deferred", k.Integer(1, 10_000_000), "This many or more is a failure; at least `warn_deferred`.",
         default=200),
-    Key("warn_oldest_age", k.Duration(60, 30 * DAY), "A deferred message older than this is a warning.",
+    Key("warn_oldest_age", k.Duration(60, 30 * DAY), "A deferred message this old or older is a warning.",
         default="1d"),
     Key("interval", INTERVAL, "Check at most this often.", default="0"),
 ), in_example=False)
