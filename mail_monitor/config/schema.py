@@ -21,6 +21,9 @@ DEFAULT_PORTS = {
 AUTH_METHODS: tuple[str, ...] = ("spf", "dkim", "dmarc")
 # What a heartbeat url_template may use (mail_monitor/heartbeat.py fills them in).
 HEARTBEAT_PLACEHOLDERS: tuple[str, ...] = ("status", "success", "exit_code", "message")
+# DNSBLs free for a small server's own checks (spec 8.3); docs/deliverability.md has a row for
+# each. Spamhaus refuses public and many cloud resolvers; lists that need a key or a registered
+# resolver (Barracuda, Abusix, Spamhaus DQS) are left for the user to add.
 DEFAULT_BLOCKLISTS: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 
 AS_DEFAULT = object()  # a key's example value: its default
