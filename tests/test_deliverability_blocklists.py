@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mail_monitor.deliverability.blocklists import DEFAULT_ZONES, check_blocklists, lookup, query_name
+import re
+from pathlib import Path
+
+from mail_monitor.config.schema import DEFAULT_BLOCKLISTS
+from mail_monitor.deliverability.blocklists import check_blocklists, lookup, query_name
 from mail_monitor.deliverability.dns import StaticResolver
 from mail_monitor.results import Outcome
 
@@ -18,8 +22,17 @@ def test_query_names() -> None:
 
 
 def test_default_zones_are_unique_and_plain() -> None:
-    assert len(set(DEFAULT_ZONES)) == len(DEFAULT_ZONES) >= 2
-    assert all(zone == zone.lower().strip(".") for zone in DEFAULT_ZONES)
+    assert len(set(DEFAULT_BLOCKLISTS)) == len(DEFAULT_BLOCKLISTS) >= 2
+    assert all(zone == zone.lower().strip(".") for zone in DEFAULT_BLOCKLISTS)
+
+
+def test_the_documented_default_zones_are_the_default() -> None:
+    """docs/deliverability.md has a row for every default zone and no other, and shows the default."""
+    docs = (Path(__file__).parents[1] / "docs" / "deliverability.md").read_text()
+    table = docs.split("The default zones allow free queries", 1)[1].split("\n\n", 2)[1]
+    assert tuple(re.findall(r"^\| `([^`]+)` \|", table, re.MULTILINE)) == DEFAULT_BLOCKLISTS
+    (shown,) = re.findall(r"^# zones = (\[.*\])\s+# the default$", docs, re.MULTILINE)
+    assert shown == "[" + ", ".join(f'"{zone}"' for zone in DEFAULT_BLOCKLISTS) + "]"
 
 
 def zone(**answers: list[str]) -> StaticResolver:

@@ -73,9 +73,11 @@ def test_lines_that_are_not_postqueue_json_are_an_error() -> None:
     (QueueThresholds(warn_deferred=1, crit_deferred=3), Outcome.FAILED, "3 deferred (critical at 3) (queue: "),
     (QueueThresholds(warn_oldest_age=86400), Outcome.WARNING,
      "oldest deferred mail waits 1d 1h (warning at 1d) (queue: "),
+    (QueueThresholds(warn_oldest_age=90_000), Outcome.WARNING,
+     "oldest deferred mail waits 1d 1h (warning at 1d 1h) (queue: "),
     (QueueThresholds(crit_deferred=2, warn_oldest_age=3600), Outcome.FAILED,
      "3 deferred (critical at 2); oldest deferred mail waits 1d 1h (warning at 1h) (queue: "),
-], ids=["no-thresholds", "under", "warn-count", "crit-count", "warn-age", "both"])
+], ids=["no-thresholds", "under", "warn-count", "crit-count", "warn-age", "warn-age-at", "both"])
 def test_thresholds(thresholds: QueueThresholds, outcome: Outcome, message: str) -> None:
     got_outcome, got_message = evaluate(parse_postqueue(SAMPLE, NOW), thresholds)
     assert got_outcome is outcome

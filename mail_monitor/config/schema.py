@@ -21,6 +21,9 @@ DEFAULT_PORTS = {
 AUTH_METHODS: tuple[str, ...] = ("spf", "dkim", "dmarc")
 # What a heartbeat url_template may use (mail_monitor/heartbeat.py fills them in).
 HEARTBEAT_PLACEHOLDERS: tuple[str, ...] = ("status", "success", "exit_code", "message")
+# DNSBLs free for a small server's own checks (spec 8.3); docs/deliverability.md has a row for
+# each. Spamhaus refuses public and many cloud resolvers; lists that need a key or a registered
+# resolver (Barracuda, Abusix, Spamhaus DQS) are left for the user to add.
 DEFAULT_BLOCKLISTS: tuple[str, ...] = ("zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com", "bl.mailspike.net")
 
 AS_DEFAULT = object()  # a key's example value: its default
@@ -143,7 +146,8 @@ SMTP = Section("accounts.NAME.smtp", "[accounts.self.smtp]", "Submission server 
 IMAP = Section("accounts.NAME.imap", "[accounts.self.imap]", "IMAP server.", (
     *_endpoint_keys("imap", "implicit", 993),
     Key("extra_folders", k.ListOf(k.FOLDER), "Also searched besides INBOX; a test mail found there is reported "
-        "as landed in spam (a warning).", default=[], example=["Junk"]),
+        "as landed in spam (a warning). A folder the server does not have is skipped, with a warning in "
+        "the log.", default=[], example=["Junk"]),
     Key("provider", k.Choice(("default", "gmail")), '`"gmail"`: search with X-GM-RAW, watch `[Gmail]/Spam`, '
         "delete by moving to `[Gmail]/Trash`.", default="default"),
 ))
@@ -257,10 +261,10 @@ POSTFIX_QUEUE = Section("postfix_queue", "[postfix_queue]", "Local Postfix queue
         default_doc="Postfix's own"),
     Key("postqueue", k.Text("a program name or path", 4096), "The postqueue program (on NixOS: "
         "`/run/wrappers/bin/postqueue`).", default="postqueue"),
-    Key("warn_deferred", k.Integer(1, 10_000_000), "More deferred messages than this is a warning.", default=20),
-    Key("crit_deferred", k.Integer(1, 10_000_000), "More than this is a failure; at least `warn_deferred`.",
+    Key("warn_deferred", k.Integer(1, 10_000_000), "This many deferred messages or more is a warning.", default=20),
+    Key("crit_deferred", k.Integer(1, 10_000_000), "This many or more is a failure; at least `warn_deferred`.",
         default=200),
-    Key("warn_oldest_age", k.Duration(60, 30 * DAY), "A deferred message older than this is a warning.",
+    Key("warn_oldest_age", k.Duration(60, 30 * DAY), "A deferred message this old or older is a warning.",
         default="1d"),
     Key("interval", INTERVAL, "Check at most this often.", default="0"),
 ), in_example=False)

@@ -16,17 +16,6 @@ from mail_monitor.deliverability.dns import DnsError, DnsErrorKind, Resolver
 from mail_monitor.deliverability.model import Finding
 from mail_monitor.results import Outcome
 
-DEFAULT_ZONES: tuple[str, ...] = (
-    "zen.spamhaus.org",
-    "bl.spamcop.net",
-    "psbl.surriel.com",
-)
-"""Lists free for a small mail server's own checks. Spamhaus refuses queries that come through
-public resolvers (8.8.8.8, 1.1.1.1, 9.9.9.9, ...) and many cloud providers' resolvers, answering
-127.255.255.254; point ``[monitor] resolver`` at your own recursive resolver, or drop the zone.
-SpamCop and PSBL answer anyone. Lists that need a registered key or resolver (Barracuda, Abusix,
-Spamhaus DQS) are left out of the default; add their zones yourself."""
-
 # Spamhaus' return codes that mean "your query", not "this IP" (https://www.spamhaus.org/faqs/).
 QUERY_ERRORS = {
     "127.255.255.252": "the zone name was mistyped",
