@@ -212,4 +212,5 @@ def heartbeat_settings(config: Config) -> HeartbeatSettings | None:
     from mail_monitor.heartbeat import HeartbeatSettings
 
     beat = config.heartbeat
-    return HeartbeatSettings(url=beat.url, url_template=beat.url_template, method=beat.method, token=beat.token)
+    return HeartbeatSettings(url=beat.url, url_template=beat.url_template, method=beat.method, token=beat.token,
+                             ca_file=beat.ca_file, timeout=beat.timeout)

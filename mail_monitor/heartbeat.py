@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mail_monitor import __version__
-from mail_monitor.config.schema import HEARTBEAT_PLACEHOLDERS
+from mail_monitor.config.schema import HEARTBEAT, HEARTBEAT_PLACEHOLDERS
+from mail_monitor.config.text import split_url
 from mail_monitor.deadline import Deadline
 
 if TYPE_CHECKING:
@@ -44,10 +45,10 @@ class HeartbeatSettings:
 
     url: str | None = None
     url_template: str | None = None
-    method: str = "GET"  # Gatus external endpoints want POST
+    method: str = HEARTBEAT["method"].value  # Gatus external endpoints want POST
     token: Secret | None = field(default=None, repr=False)  # sent as a bearer token (Gatus)
     ca_file: Path | None = None
-    timeout: float = 10.0
+    timeout: float = HEARTBEAT["timeout"].value
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.url_template is None):
@@ -92,8 +93,7 @@ def end_url(settings: HeartbeatSettings, exit_code: int, message: str) -> str:
 
 def where(url: str) -> str:
     """What of a URL may be logged: scheme and host, never the path or query (the secret)."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    return split_url(url)[0]
 
 
 @dataclass(frozen=True)

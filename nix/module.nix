@@ -272,7 +272,10 @@ let
                 (account.imap.ca_file or null)
               ]) (cfg.settings.accounts or { })
             )
-            ++ [ (cfg.settings.alerts.ntfy.ca_file or null) ]
+            ++ [
+              (cfg.settings.alerts.ntfy.ca_file or null)
+              (cfg.settings.heartbeat.ca_file or null)
+            ]
             ++ map (domain: domain.ca_file or null) (cfg.settings.domains or [ ])
           )
         )

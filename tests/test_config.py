@@ -167,6 +167,28 @@ def test_check_config_prints_resolved_config_without_secrets(tmp_path: Path, pas
     assert resolved["routes"][0]["receive_timeout"] == "90s"
 
 
+def test_check_config_takes_heartbeat_ca_file_and_timeout_and_hides_the_ping_url(
+        tmp_path: Path, password_file: Path) -> None:
+    ca = tmp_path / "hc-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    uuid = "0b7c1f55-heartbeat-secret-uuid"
+    path = tmp_path / "config.toml"
+    heartbeat = f'[heartbeat]\nurl = "https://hc.example.org/ping/{uuid}"\nca_file = "{ca}"\ntimeout = "4s"\n'
+    path.write_text(base_config(password_file) + heartbeat)
+    done = run_cli("check-config", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert uuid not in done.stdout + done.stderr
+    assert tomllib.loads(done.stdout)["heartbeat"] == {
+        "url": "https://hc.example.org/<redacted>", "method": "GET", "ca_file": str(ca), "timeout": "4s"}
+    ca.unlink()
+    done = run_cli("check-config", "-c", str(path))
+    assert done.returncode == 3
+    assert "heartbeat.ca_file: expected a readable CA file (PEM), got " in done.stderr
+    path.write_text(base_config(password_file) + heartbeat.replace('"4s"', '"1h"'))
+    done = run_cli("check-config", "-c", str(path))
+    assert done.returncode == 3 and "heartbeat.timeout: expected" in done.stderr
+
+
 def test_init_writes_an_example_that_loads(tmp_path: Path, password_file: Path) -> None:
     target = tmp_path / "etc" / "config.toml"
     done = run_cli("init", str(target))

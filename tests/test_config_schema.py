@@ -464,19 +464,55 @@ def full_config() -> dict[str, Any]:
     data["alerts"]["ntfy"].update(token_file="$CREDENTIALS_DIRECTORY/ntfy", email="me@example.net",
                                   remind_every="6h", click="https://g.example.org/")
     data["domains"][0].update(sending_ips=["192.0.2.25"], dkim_selectors=["mail"], ca_file="/ca.pem")
-    data["heartbeat"].update(method="POST", token_file="/t")
+    data["heartbeat"].update(url="https://hc-ping.com/5f1b0c2e-secret-uuid", method="POST", token_file="/t",
+                             ca_file="/hc-ca.pem", timeout="2.5s")
     data["reports"].update(min_compliance=0.95, error_folder="DMARC/error")
     data["postfix_queue"].update(enable=True, config_directory="/etc/postfix-out")
     return data
+
+
+def with_ping_urls_shown(config: Config, printed: dict[str, Any]) -> Config:
+    """``config`` as check-config's print of it reads back: heartbeat URLs cut to what is shown."""
+    if config.heartbeat is None:
+        return config
+    shown = printed["heartbeat"]
+    return dataclasses.replace(config, heartbeat=dataclasses.replace(
+        config.heartbeat, url=shown.get("url"), url_template=shown.get("url_template")))
 
 
 def test_check_config_print_reads_back_into_the_same_config() -> None:
     config = parse(full_config())
     printed = tomli_w.dumps(redacted(config))
     again = parse_config(tomllib.loads(printed), SOURCE)
-    assert again == config
+    assert again == with_ping_urls_shown(config, redacted(config))
     assert redacted(again) == redacted(config)
     assert "$CREDENTIALS_DIRECTORY/ntfy" in printed
+    assert again.heartbeat is not None
+    assert (again.heartbeat.ca_file, again.heartbeat.timeout) == (Path("/hc-ca.pem"), 2.5)
+
+
+@pytest.mark.parametrize(("heartbeat", "shown", "secret"), [
+    ({"url": "https://hc-ping.com/5f1b0c2e-secret-uuid"}, "https://hc-ping.com/<redacted>", "/5f1b0c2e-secret-uuid"),
+    ({"url": "https://hc.example.org:8443/ping/k3y/slug/"}, "https://hc.example.org:8443/<redacted>",
+     "/ping/k3y/slug"),
+    ({"url_template": "https://kuma.example.org/api/push/Ab12Cd34Ef?status={status}&msg={message}"},
+     "https://kuma.example.org/<redacted>", "/api/push/Ab12Cd34Ef?status="),
+    ({"url": "https://hc.example.org"}, "https://hc.example.org", None),
+    ({"url_template": "https://status.example.org/{status}"}, "https://status.example.org/<redacted>", None),
+], ids=["healthchecks", "port-and-slug", "kuma", "no-path", "placeholder-first"])
+def test_check_config_shows_a_ping_url_without_its_secret(heartbeat: dict[str, str], shown: str,
+                                                           secret: str | None) -> None:
+    data = minimal()
+    data["heartbeat"] = heartbeat
+    config = parse(data)
+    assert config.heartbeat is not None and config.heartbeat.url_secret == secret
+    printed = redacted(config)
+    assert printed["heartbeat"][next(iter(heartbeat))] == shown
+    if secret is not None:
+        assert secret.strip("/?=") not in tomli_w.dumps(printed)
+        # Known to the scrubber like a password, so no log line carries it either.
+        assert config.scrubber()(f"GET {secret}/start HTTP/1.1") == "GET <redacted>/start HTTP/1.1"
+    parse_config(tomllib.loads(tomli_w.dumps(printed)), SOURCE)  # what is printed still loads
 
 
 def test_check_config_print_shows_every_default() -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 from heartbeat_server import FakeHeartbeat
 from mailstack import CertificateAuthority
+from test_config_schema import minimal
 
-from mail_monitor.config import Secret
+from mail_monitor.app import heartbeat_settings
+from mail_monitor.config import Config, Secret, load_config
 from mail_monitor.deadline import Deadline
 from mail_monitor.heartbeat import Heartbeat, HeartbeatSettings, summary
+from mail_monitor.redact import ScrubbingFilter
 
 UUID = "5f1b0c2e-9a7d-4c1e-8f00-secret-uuid"
 
@@ -134,3 +139,69 @@ def test_ca_file_is_trusted_even_when_the_environment_names_another_bundle(
         assert len(server.pings) == 1
     finally:
         server.stop()
+
+
+def config_with(tmp_path: Path, heartbeat: dict[str, str]) -> Config:
+    """A configuration file with this ``[heartbeat]``, loaded as ``run`` loads it."""
+    password = tmp_path / "password"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    data = minimal()
+    data["accounts"]["self"]["password_file"] = str(password)
+    data["heartbeat"] = heartbeat
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(data))
+    return load_config(path)
+
+
+def test_ca_file_and_timeout_from_the_config_reach_the_heartbeat(tmp_path: Path) -> None:
+    private = CertificateAuthority(tmp_path / "private", name="heartbeat private CA")
+    server = FakeHeartbeat(tls=private.issue("kuma", names=("localhost",), ips=("127.0.0.1",)))
+    try:
+        template = f"{server.url}/api/push/T?status={{status}}"
+        config = config_with(tmp_path, {"url_template": template, "ca_file": str(private.ca_file),
+                                        "timeout": "7s"})
+        settings = heartbeat_settings(config)
+        assert settings is not None
+        assert (settings.ca_file, settings.timeout) == (private.ca_file, 7.0)
+        assert Heartbeat(settings, Deadline(20)).end(0, "OK")
+        assert [(p.path, p.query) for p in server.pings] == [("/api/push/T", {"status": "up"})]
+        # The same service without the CA: not trusted, so the ca_file is what made it work.
+        default = heartbeat_settings(config_with(tmp_path, {"url_template": template}))
+        assert default is not None and default.ca_file is None and default.timeout == 10.0
+        assert not Heartbeat(default, Deadline(20)).end(0, "OK")
+    finally:
+        server.stop()
+
+
+def test_heartbeat_url_secret_is_scrubbed_from_the_http_librarys_debug_log(
+        tmp_path: Path, service: FakeHeartbeat) -> None:
+    # urllib3 logs every request line at DEBUG (-vv): the path, and so the check's UUID.
+    config = config_with(tmp_path, {"url": f"{service.url}/ping/{UUID}"})
+    settings = heartbeat_settings(config)
+    assert settings is not None
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(ScrubbingFilter(config.scrubber()))
+    root, urllib3 = logging.getLogger(), logging.getLogger("urllib3")
+    level = urllib3.level
+    root.addHandler(handler)
+    urllib3.setLevel(logging.DEBUG)
+    try:
+        beat = Heartbeat(settings, Deadline(20))
+        beat.begin()
+        assert beat.end(0, "OK")
+    finally:
+        root.removeHandler(handler)
+        urllib3.setLevel(level)
+    assert [p.path for p in service.pings] == [f"/ping/{UUID}/start", f"/ping/{UUID}/0"]
+    assert '"GET <redacted>/start HTTP/1.1" 200' in out.getvalue()
+    assert UUID not in out.getvalue()
+
+
+def test_a_url_with_an_odd_port_is_logged_without_raising(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mail_monitor")
+    beat = Heartbeat(HeartbeatSettings(url=f"https://hc-ping.com:99999/{UUID}"), Deadline(5),
+                     send=lambda url, timeout: None)
+    assert beat.end(0, "OK")
+    assert "end ping to https://hc-ping.com:99999 accepted" in caplog.text and UUID not in caplog.text

@@ -285,7 +285,9 @@ SEEDS = [
     ({"stateDirectory": "/var/lib/mm"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"stateDirectory": "/var/lib/mm/"}, lambda r: r["monitor"]["state_file"], "/var/lib/mm/state.json"),
     ({"settings": {"monitor": {"deadline": "90s"}}}, lambda r: r["monitor"]["deadline"], "90s"),
-    ({"heartbeat": {"url": HEARTBEAT_URL}}, lambda r: r.get("heartbeat", {}).get("url"), HEARTBEAT_URL),
+    # check-config shows a ping URL's scheme and host only: the rest is the secret.
+    ({"heartbeat": {"url": HEARTBEAT_URL}}, lambda r: r.get("heartbeat", {}).get("url"),
+     "https://hc-ping.com/<redacted>"),
 ]
 
 
@@ -345,7 +347,8 @@ def test_every_secret_file_of_the_new_keys_goes_through_load_credential(tmp_path
         assert dig(settings, at) == f"$CREDENTIALS_DIRECTORY/{name}"
     # Each credential holds a different secret: check-config reads every one, and shows none.
     resolved = check_config(result, tmp_path, {name: f"secret-{i}-{name}" for i, name in enumerate(NEW_KEYS_SECRETS)})
-    assert resolved["heartbeat"]["url"] == HEARTBEAT_URL
+    assert settings["heartbeat"]["url"] == HEARTBEAT_URL
+    assert resolved["heartbeat"]["url"] == "https://hc-ping.com/<redacted>"
     assert resolved["monitor"]["resolver"] == "127.0.0.1:5353"
     assert resolved["reports"]["account"] == "self"
     assert resolved["accounts"]["gmail"]["imap"]["provider"] == "gmail"
@@ -398,13 +401,14 @@ def test_oauth2_and_heartbeat_tokens_as_nix_paths_are_not_copied_to_the_store(tm
     ("/root/ca.pem", False),
     ("/run/user/1000/ca.pem", False),
 ])
-@pytest.mark.parametrize("where", ["smtp", "imap", "ntfy", "domain"])
+@pytest.mark.parametrize("where", ["smtp", "imap", "ntfy", "domain", "heartbeat"])
 def test_ca_file_the_hardening_hides_is_bound_in(path: str, visible: bool, where: str) -> None:
     settings: dict[str, Any] = {
         "smtp": {"accounts": {"default": {"smtp": {"ca_file": path}}}},
         "imap": {"accounts": {"default": {"imap": {"ca_file": path}}}},
         "ntfy": {"alerts": {"ntfy": {"topic": "t", "ca_file": path}}},
         "domain": {"domains": [{"name": "example.org", "ca_file": path}]},
+        "heartbeat": {"heartbeat": {"url": HEARTBEAT_URL, "ca_file": path}},
     }[where]
     result = evaluate(merged(BASE, {"settings": settings}))
     assert result["failedAssertions"] == []

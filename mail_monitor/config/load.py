@@ -374,6 +374,7 @@ def read_secrets(config: Config) -> Config:
         ca_file(f"domains[{index}].ca_file", domain.ca_file)
     heartbeat = config.heartbeat
     if heartbeat is not None:
+        ca_file("heartbeat.ca_file", heartbeat.ca_file)
         heartbeat = replace(heartbeat, token=secret("heartbeat.token_file", heartbeat.token_file))
     reports = config.reports
     if reports is not None:

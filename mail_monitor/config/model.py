@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from mail_monitor.config import schema as s
 from mail_monitor.config.kinds import IpAddress
 from mail_monitor.config.secrets import TOKEN_COMMAND_TIMEOUT, Secret, SecretError, run_token_command
+from mail_monitor.config.text import split_url
 from mail_monitor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -199,6 +200,18 @@ class HeartbeatSettings:
     method: Literal["GET", "POST"] = s.HEARTBEAT["method"].value
     token_file: str | None = None
     token: Secret | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    timeout: float = s.HEARTBEAT["timeout"].value
+
+    @property
+    def url_secret(self) -> str | None:
+        """The part of every ping URL that is the secret: all of ``url`` after the host; of
+        ``url_template``, what comes before its first placeholder (a push token sits there)."""
+        if self.url is not None:
+            rest = split_url(self.url)[1]
+        else:
+            rest = split_url(self.url_template or "")[1].partition("{")[0]
+        return rest if rest.strip("/?#") else None
 
 
 @dataclass(frozen=True)
@@ -268,7 +281,10 @@ class Config:
                 found.append((None, self.ntfy.token))
             if self.ntfy.password is not None:
                 found.append((self.ntfy.username, self.ntfy.password))
-        if self.heartbeat is not None and self.heartbeat.token is not None:
-            found.append((None, self.heartbeat.token))
+        if self.heartbeat is not None:
+            if self.heartbeat.token is not None:
+                found.append((None, self.heartbeat.token))
+            if self.heartbeat.url_secret is not None:
+                found.append((None, Secret(self.heartbeat.url_secret)))
         return found
 

@@ -10,6 +10,8 @@ import tomli_w
 from mail_monitor.config import kinds
 from mail_monitor.config import schema as s
 from mail_monitor.config.model import Config
+from mail_monitor.config.text import split_url
+from mail_monitor.redact import REDACTED
 
 # --------------------------------------------------------------------------- check-config
 
@@ -20,15 +22,20 @@ def _section(section: s.Section, obj: object) -> dict[str, Any]:
         if isinstance(key.kind, kinds.Table):
             continue
         value = getattr(obj, key.attribute)
-        if value is not None:
-            out[key.name] = key.kind.render(value)
+        if value is None:
+            continue
+        out[key.name] = key.kind.render(value)
+        if key.secret_path:
+            origin, rest = split_url(out[key.name])
+            out[key.name] = f"{origin}/{REDACTED}" if rest.strip("/?#") else origin
     return out
 
 
 def redacted(config: Config) -> dict[str, Any]:
     """The resolved configuration as TOML-ready data: every default filled in, secret file names, no secrets.
 
-    It reads back (``parse_config``) into the same configuration.
+    It reads back (``parse_config``) into the same configuration, except that a capability
+    URL (``[heartbeat] url``) keeps its scheme and host only.
     """
     data: dict[str, Any] = {"monitor": _section(s.MONITOR, config.monitor), "accounts": {}}
     for name, account in config.accounts.items():

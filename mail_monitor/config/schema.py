@@ -45,6 +45,7 @@ class Key:
     default_doc: str | None = None  # for defaults computed from other keys or the machine
     example: Any = None  # value shown by ``init``: AS_DEFAULT for the default; None: not in the example
     attr: str | None = None  # the dataclass attribute, when it is not ``name``
+    secret_path: bool = False  # a capability URL: check-config shows its scheme and host only
     value: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -234,11 +235,15 @@ BLOCKLISTS = Section("blocklists", "[blocklists]", "DNS blocklists, checked for 
 HEARTBEAT = Section("heartbeat", "[heartbeat]", "Tell a dead man's switch (healthchecks.io, Uptime Kuma, "
                     "Gatus) that the monitor runs.", (
     Key("url", k.URL, "healthchecks.io style: `GET URL/start` when a run begins, `GET URL/<exit code>` when it "
-        "ends.", example="https://hc-ping.com/your-uuid"),
+        "ends.", example="https://hc-ping.com/your-uuid", secret_path=True),
     Key("url_template", k.UrlTemplate(HEARTBEAT_PLACEHOLDERS), "Instead of `url`: one request when the run ends, "
-        "placeholders filled in (`{status}` up/down, `{success}` true/false, `{exit_code}`, `{message}`)."),
+        "placeholders filled in (`{status}` up/down, `{success}` true/false, `{exit_code}`, `{message}`).",
+        secret_path=True),
     Key("method", k.Choice(("GET", "POST")), "HTTP method (Gatus wants POST).", default="GET"),
     Key("token_file", k.SecretFile(), "Bearer token sent with every request (Gatus)."),
+    Key("ca_file", k.FilePath("a PEM file name"), "Trust this CA for a self-hosted service."),
+    Key("timeout", k.Duration(0.5, 300), "Longest wait for one ping (never past the run's deadline).",
+        default="10s"),
 ), in_example=False)
 
 REPORTS = Section("reports", "[reports]", "Read DMARC aggregate and TLS-RPT reports from a mailbox.", (

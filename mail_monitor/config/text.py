@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 
 MAX_SHOWN = 60
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_AUTHORITY = re.compile(r"[^/?#]*")
 
 
 def escape(text: str) -> str:
@@ -53,3 +55,17 @@ def shown_value(value: object) -> str:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return "a date/time"
     return f"a {type(value).__name__}"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``scheme://host[:port]`` and the rest of ``url`` (path, query, fragment). Never raises.
+
+    A capability URL (a healthchecks.io ping URL, an Uptime Kuma push URL) keeps its
+    secret in the rest, so only the first part may be shown. User info is dropped.
+    """
+    scheme, sep, after = url.partition("://")
+    if not sep:
+        return "", url
+    authority = _AUTHORITY.match(after)
+    assert authority is not None  # it matches the empty string at least
+    return f"{scheme}{sep}{authority.group(0).rpartition('@')[2]}", after[authority.end():]
