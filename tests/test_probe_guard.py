@@ -171,10 +171,10 @@ def test_a_bounce_that_only_quotes_the_probe_in_its_text_explains_but_is_never_d
                           route="self", token=tok, instance="host-a")
     # qmail's format: the original pasted below a line of text, no part of its own. A person
     # forwarding the probe inline looks the same: the spec lets only returned parts be deleted.
-    raw = ("From: MAILER-DAEMON@far.example\r\nTo: guarded@example.test\r\nSubject: failure notice\r\n\r\n"
-           "Hi. This is the qmail-send program at far.example.\r\n<nobody@far.example>:\r\n"
-           "Remote host said: 550 5.1.1 mailbox unavailable\r\n\r\n"
-           "--- Below this line is a copy of the message.\r\n\r\n").encode() + probe.as_bytes()
+    raw = (b"From: MAILER-DAEMON@far.example\r\nTo: guarded@example.test\r\nSubject: failure notice\r\n\r\n"
+           b"Hi. This is the qmail-send program at far.example.\r\n<nobody@far.example>:\r\n"
+           b"Remote host said: 550 5.1.1 mailbox unavailable\r\n\r\n"
+           b"--- Below this line is a copy of the message.\r\n\r\n") + probe.as_bytes()
     guarded.client._imap.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
     [uid] = guarded.client.search(["ALL"])
     found = guarded.find_bounce(tok, PREFIX, instance="host-a")
