@@ -42,6 +42,7 @@ class World:
     peak_imap: int = 0
     logins: list[tuple[str, str, str, str]] = field(default_factory=list)  # (protocol, how, user, secret)
     oauth2_error: Exception | None = None  # what both servers say to any XOAUTH2 login
+    missing_folders: tuple[str, ...] = ()  # extra folders the IMAP server does not have
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -64,8 +65,8 @@ class FakeImap:
         if self.world.oauth2_error is not None:
             raise self.world.oauth2_error
 
-    def prepare(self, extra_folders: Sequence[str]) -> None:
-        pass
+    def prepare(self, extra_folders: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f for f in extra_folders if f in self.world.missing_folders)
 
     def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None:
         self.world.wait_timeouts.append(timeout)
@@ -174,6 +175,15 @@ def test_a_healthy_route_passes_every_check_and_reports_its_roundtrip() -> None:
     assert [d for d in world.deleted if d[1]] == [("INBOX", [7])]  # only the test mail
     assert route.detail(CleanupReport) == CleanupReport(True, 0)
     assert world.open_imap == 0  # every session was closed
+
+
+def test_an_extra_folder_the_server_lacks_is_named_but_fails_nothing() -> None:
+    # The NixOS module watches "Junk" by default; a server without one must not page every run.
+    result = run(World(missing_folders=("Junk",)))
+    assert set(outcomes(result).values()) == {Outcome.OK}
+    imap_auth = result.routes[0].check("imap_auth")
+    assert imap_auth is not None and imap_auth.message == "not watched, the server has no such folder: 'Junk'"
+    assert result.routes[0].check("smtp_auth").message == ""  # type: ignore[union-attr]
 
 
 def test_mail_in_spam_and_slow_mail_are_warnings() -> None:

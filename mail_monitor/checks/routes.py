@@ -61,7 +61,7 @@ class Mailbox(Protocol):
 
     def login(self, username: str, password: Secret) -> None: ...
     def login_oauth2(self, username: str, token: Secret) -> None: ...
-    def prepare(self, extra_folders: Sequence[str]) -> None: ...
+    def prepare(self, extra_folders: Sequence[str]) -> tuple[str, ...]: ...
     def wait_for(self, token: str, sent: float, timeout: float) -> Sighting | None: ...
     def wait_for_probe_or_bounce(self, token: str, sent: float, timeout: float, *, prefix: str,
                                  instance: str | None = None) -> Sighting | Bounced | None: ...
@@ -172,7 +172,7 @@ class RouteChecks:
         endpoint = account.imap
         assert endpoint is not None
         return _connected(ctx, "IMAP", account, endpoint, lambda: self.sessions.imap(endpoint, ctx.deadline),
-                          lambda session: session.prepare(endpoint.extra_folders))
+                          lambda session: _unwatched(session.prepare(endpoint.extra_folders)))
 
     def smtp_auth(self, ctx: StepContext) -> Finding:
         account = self.route.sender
@@ -421,8 +421,11 @@ S = TypeVar("S", Mailbox, Submitter)
 
 
 def _connected(ctx: StepContext, protocol: str, account: Account, endpoint: Endpoint, connect: Callable[[], S],
-               then: Callable[[S], None] | None = None) -> Finding:
-    """Connect and log in; the handshake (certificate, TLS version) is reported either way."""
+               then: Callable[[S], str] | None = None) -> Finding:
+    """Connect and log in, then ``then``, whose words (if any) are the message.
+
+    The handshake (certificate, TLS version) is reported either way.
+    """
     handshake = _handshake(protocol, endpoint)
     try:
         session = connect()
@@ -431,12 +434,19 @@ def _connected(ctx: StepContext, protocol: str, account: Account, endpoint: Endp
     try:
         handshake = _with_certificate(handshake, session.certificate)
         log_in(session, account, endpoint, ctx.deadline)
-        if then is not None:
-            then(session)
+        note = then(session) if then is not None else ""
     except Exception as exc:  # noqa: BLE001 - re-raised by _describe unless a network failure
         session.close()
         raise CheckFailed(_describe(exc, ctx), handshake) from None
-    return Finding(detail=handshake, value=session)
+    return Finding(message=note, detail=handshake, value=session)
+
+
+def _unwatched(missing: tuple[str, ...]) -> str:
+    """Folders to watch that the server does not have: said, not failed (``Junk`` is a default)."""
+    if not missing:
+        return ""
+    names = ", ".join(repr(name) for name in missing)
+    return f"not watched, the server has no such folder: {names}"
 
 
 def _handshake(protocol: str, endpoint: Endpoint) -> Handshake:

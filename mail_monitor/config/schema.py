@@ -147,8 +147,8 @@ SMTP = Section("accounts.NAME.smtp", "[accounts.self.smtp]", "Submission server 
 IMAP = Section("accounts.NAME.imap", "[accounts.self.imap]", "IMAP server.", (
     *_endpoint_keys("imap", "implicit", 993),
     Key("extra_folders", k.ListOf(k.FOLDER), "Also searched besides INBOX; a test mail found there is reported "
-        "as landed in spam (a warning). A folder the server does not have is skipped, with a warning in "
-        "the log.", default=[], example=["Junk"]),
+        "as landed in spam (a warning). A folder the server does not have is skipped and named in "
+        "imap_auth's message.", default=[], example=["Junk"]),
     Key("provider", k.Choice(("default", "gmail")), '`"gmail"`: search with X-GM-RAW, watch `[Gmail]/Spam`, '
         "delete by moving to `[Gmail]/Trash`.", default="default"),
 ))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import logging
 import random
 import time
 from collections import deque
@@ -44,8 +43,6 @@ from mail_monitor.testmail import (
     probe_headers,
     search_criteria,
 )
-
-log = logging.getLogger(__name__)
 
 MAX_COMMANDS_PER_SECOND = 20  # in any one-second window of the wait
 FAST_INTERVAL = 0.055  # NOOP cadence: about 18 a second, room left for the follow-up SEARCH
@@ -217,12 +214,13 @@ class ImapSession:
 
     # -- before sending --------------------------------------------------------
 
-    def prepare(self, extra_folders: Sequence[str]) -> None:
+    def prepare(self, extra_folders: Sequence[str]) -> tuple[str, ...]:
         """Select INBOX and note where new mail will start in every watched folder.
 
         A watched folder the server does not have (no ``Junk`` on a fresh Dovecot) is left
-        out with a warning: failing the login for it would be a false alarm on every run.
+        out and returned: failing the login for it would be a false alarm on every run.
         """
+        missing: list[str] = []
         info = self._select("INBOX")
         self._folders = {"INBOX": _Folder("INBOX", int(info.get(b"UIDNEXT", 1)))}
         for name in self.provider.watched(extra_folders)[1:]:
@@ -234,9 +232,10 @@ class ImapSession:
                 self._refresh_timeout()
                 if self.client.folder_exists(name):
                     raise
-                log.warning("IMAP %s: the folder %r does not exist; it is not watched", self.endpoint.label, name)
+                missing.append(name)
                 continue
             self._folders[name] = _Folder(name, uidnext)
+        return tuple(missing)
 
     def _status_uidnext(self, folder: str) -> int:
         self._refresh_timeout()
