@@ -69,11 +69,11 @@ def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float
     state.first_run = False
 
     problems = {check.key: check for check in result.failing()}
-    # A check that could not run (skipped behind a failed one, or not started before the
-    # deadline) says nothing about itself: an alerted problem skipped now is still open,
-    # neither "working again" nor news.
-    skipped = {check.key for check in result.checks if check.outcome is Outcome.SKIPPED}
-    unconfirmed = set(state.incident.alerted_problems) & skipped if state.incident else set()
+    # A check the engine could not run (one it needs did not pass, the deadline came first)
+    # says nothing about itself: if it failed when it last ran, it is still a problem,
+    # neither "working again" nor news, and it neither resets nor advances the count.
+    unconfirmed = {check.key for check in result.checks
+                   if check.unchecked and _last_outcome(previous, check) is Outcome.FAILED}
     alerts: list[Alert] = []
     if problems:
         state.consecutive_failed_runs += 1
@@ -107,6 +107,12 @@ def evaluate(previous: State, result: RunResult, policy: AlertPolicy, now: float
     else:
         alerts = []
     return state, alerts
+
+
+def _last_outcome(state: State, check: CheckResult) -> Outcome | None:
+    """How ``check`` went when it last really ran (skips do not change the state's record)."""
+    recorded = state.checks.get(str(check.subject), {}).get(check.name)
+    return recorded.outcome if recorded is not None else None
 
 
 def _update_checks(state: State, result: RunResult, now: float) -> None:

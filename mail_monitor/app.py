@@ -167,15 +167,19 @@ def _decide_and_deliver(config: Config, result: RunResult, store: StateStore | N
     from mail_monitor.alerts import evaluate
 
     ntfy = config.ntfy
-    state, new_alerts = evaluate(previous, result, policy, time.time())
-    for alert in new_alerts:
-        log.warning("alert %s (%s): %s", alert.id, alert.kind, alert.title)
+    now = time.time()
+    state, new_alerts = evaluate(previous, result, policy, now)
     save_error: StateError | None = None
     if store is not None:
         try:
             store.save(state)
-        except StateError as exc:
-            save_error = exc  # still try to deliver: an outage must reach the phone
+        except StateError as exc:  # a full disk, a read-only file system
+            save_error = exc
+            # What this run counts is lost with the save, so after_failures would never be
+            # reached: decide as without a state. An outage must reach the phone.
+            state, new_alerts = evaluate(previous, result, dataclasses.replace(policy, after_failures=1), now)
+    for alert in new_alerts:
+        log.warning("alert %s (%s): %s", alert.id, alert.kind, alert.title)
     if notify and ntfy is not None and state.queue:
         from mail_monitor.ntfy import deliver
 

@@ -60,6 +60,7 @@ class Finding:
     message: str = ""
     detail: Detail | None = None
     value: object = None
+    unchecked: bool = False  # SKIPPED because it could not look (see CheckResult.unchecked)
 
 
 class CheckFailed(Exception):
@@ -211,7 +212,7 @@ class _Run:
             if self.running == 0 and self.closing == 0:
                 # Nothing can start and nothing will finish: a dependency cycle.
                 for node in pending:
-                    self._finish(node, Outcome.SKIPPED, "waits on a check that can never run")
+                    self._finish(node, Outcome.SKIPPED, "waits on a check that can never run", unchecked=True)
                 break
             try:
                 event = self.events.get(timeout=max(0.0, self.deadline.remaining() + grace))
@@ -250,7 +251,7 @@ class _Run:
             if not other.result.ok:
                 cause = other.skip_reason or f"{need.label_from(step.id.subject)} failed"
                 node.skip_reason = cause
-                self._finish(node, Outcome.SKIPPED, cause)
+                self._finish(node, Outcome.SKIPPED, cause, unchecked=True)
                 self._release_users(node)
                 return True
         if not all(self.nodes[a].done for a in step.after):
@@ -318,7 +319,8 @@ class _Run:
         if event.finding is not None:
             finding = event.finding
             node.value = finding.value
-            self._finish(node, finding.outcome, finding.message, finding.detail, duration)
+            self._finish(node, finding.outcome, finding.message, finding.detail, duration,
+                         unchecked=finding.unchecked and finding.outcome is Outcome.SKIPPED)
         else:
             assert event.error is not None
             message, detail, internal = event.error
@@ -329,10 +331,10 @@ class _Run:
             self._close(node)
 
     def _finish(self, node: _Node, outcome: Outcome, message: str, detail: Detail | None = None,
-                duration: float | None = None) -> None:
+                duration: float | None = None, *, unchecked: bool = False) -> None:
         checked_at = None if outcome is Outcome.SKIPPED else self.engine.wall()
         node.result = CheckResult(node.step.id.subject, node.step.id.check, outcome, duration,
-                                  _one_line(self.engine.scrub(message)), detail, checked_at)
+                                  _one_line(self.engine.scrub(message)), detail, checked_at, unchecked=unchecked)
 
     def _release_users(self, node: _Node) -> None:
         """``node`` is finished: the steps it depends on have one user fewer."""
@@ -387,7 +389,7 @@ class _Run:
                              duration=self.engine.clock() - node.started)
         for node in pending:
             if not node.done:
-                self._finish(node, Outcome.SKIPPED, "run deadline reached first")
+                self._finish(node, Outcome.SKIPPED, "run deadline reached first", unchecked=True)
 
 
 def _carry(previous: CheckResult, scrub: Callable[[str], str]) -> CheckResult:

@@ -364,6 +364,9 @@ class CheckResult:
     detail: Detail | None = None
     checked_at: float | None = None  # Unix time it ran; an older one when carried
     carried: bool = False  # not due this run: the last result, kept with its age
+    # SKIPPED by the engine (a check it needs did not pass, the run deadline came first):
+    # unlike a check that skips itself ("nothing to check"), it says nothing about itself.
+    unchecked: bool = False
 
     @property
     def ok(self) -> bool:

@@ -256,7 +256,9 @@ class StateStore:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > end:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK on NFS
+                        raise StateUnavailable(f"{self.lock_path}: cannot lock: {exc.strerror}") from None
+                    if time.monotonic() > end:
                         raise StateError(f"{self.lock_path}: another run holds the lock") from None
                     time.sleep(0.05)
             yield

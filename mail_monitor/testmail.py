@@ -184,7 +184,7 @@ class Bounce:
     action: str | None = None  # "failed", "delayed", ...
     # The probe came back as a part of its own (message/rfc822, text/rfc822-headers), not
     # only quoted in the text: only then is the bounce the monitor's to delete.
-    attached: bool = True
+    attached: bool = False
 
     @property
     def permanent(self) -> bool:
@@ -222,7 +222,7 @@ def bounce_for(raw: bytes, prefix: str, token: str, instance: str | None = None)
         return None
     report = _delivery_status(message)
     if report is not None:
-        return _bounce_from_report(token, report)
+        return _bounce_from_report(token, report, attached=attached is not None)
     text = _plain_text(message)
     status = _STATUS.search(text)
     return Bounce(token, status=status.group(1) if status else None,
@@ -294,7 +294,7 @@ def _delivery_status(message: Message) -> Message | None:
     return None
 
 
-def _bounce_from_report(token: str, fields: Message) -> Bounce:
+def _bounce_from_report(token: str, fields: Message, *, attached: bool) -> Bounce:
     recipient = _text(fields.get("Final-Recipient", "")) or None
     if recipient and ";" in recipient:
         recipient = recipient.split(";", 1)[1].strip()
@@ -305,6 +305,7 @@ def _bounce_from_report(token: str, fields: Message) -> Bounce:
         diagnostic=_text(fields.get("Diagnostic-Code", "")) or None,
         recipient=recipient,
         action=_text(fields.get("Action", "")).lower() or None,
+        attached=attached,
     )
 
 

@@ -25,7 +25,8 @@ def run(at: float, *failing: str, warning: str | None = None) -> RunResult:
             checks.append(CheckResult(subject, name, Outcome.FAILED, 0.1, f"{name} broke"))
         elif not_passed & set(NEEDS.get(name, ())):
             not_passed.add(name)
-            checks.append(CheckResult(subject, name, Outcome.SKIPPED, message="earlier check failed"))
+            checks.append(CheckResult(subject, name, Outcome.SKIPPED, message="earlier check failed",
+                                      unchecked=True))
         elif name == warning:
             checks.append(CheckResult(subject, name, Outcome.WARNING, 0.1, "landed in Junk", detail))
         else:
@@ -91,6 +92,15 @@ def test_change_while_failing_sends_one_update() -> None:
     assert "Working again: self/receive" in last.message and "self/tls" in last.message
 
 
+def deadline_skips(at: float, check: str) -> RunResult:
+    """A healthy run in which ``check`` was not started before the run deadline."""
+    subject = Subject.route("self")
+    return RunResult(started_at=at, duration=60.0, instance="mx1", checks=tuple(
+        CheckResult(subject, name, Outcome.SKIPPED, message="run deadline reached first", unchecked=True)
+        if name == check else CheckResult(subject, name, Outcome.OK, 0.1)
+        for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
+
+
 def test_a_check_skipped_behind_a_new_failure_is_not_working_again() -> None:
     # receive fails; then smtp_auth fails, so send and receive are skipped: receive is not healed.
     state, kinds = sequence(AlertPolicy(), run(T0, "receive"), run(T0 + MINUTE, "smtp_auth"),
@@ -101,14 +111,27 @@ def test_a_check_skipped_behind_a_new_failure_is_not_working_again() -> None:
 
 
 def test_an_alerted_check_not_run_before_the_deadline_neither_recovers_nor_alerts() -> None:
-    subject = Subject.route("self")
-    not_reached = RunResult(started_at=T0 + MINUTE, duration=60.0, instance="mx1", checks=tuple(
-        CheckResult(subject, name, Outcome.SKIPPED, message="run deadline reached first") if name == "receive"
-        else CheckResult(subject, name, Outcome.OK, 0.1)
-        for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
+    not_reached = deadline_skips(T0 + MINUTE, "receive")
     state, kinds = sequence(AlertPolicy(), run(T0, "receive"), not_reached, run(T0 + 2 * MINUTE))
     assert kinds == [["failure"], [], ["recovery"]]
     assert "after 2m" in state.queue[-1].message  # the outage ran on through the unchecked run
+
+
+def test_a_check_that_skips_itself_for_want_of_anything_to_check_has_healed() -> None:
+    # e.g. dkim once failed, then its selectors were removed: "no DKIM selector to check".
+    subject = Subject.route("self")
+    nothing = RunResult(started_at=T0 + MINUTE, duration=1.0, instance="mx1", checks=tuple(
+        CheckResult(subject, name, Outcome.SKIPPED, message="nothing to check") if name == "tls"
+        else CheckResult(subject, name, Outcome.OK, 0.1)
+        for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
+    _, kinds = sequence(AlertPolicy(), run(T0, "tls"), nothing, run(T0 + 2 * MINUTE, "receive"))
+    assert kinds == [["failure"], ["recovery"], ["failure"]]  # the next outage is an outage of its own
+
+
+def test_a_deadline_skip_neither_resets_nor_advances_the_count_before_the_alert() -> None:
+    _, kinds = sequence(AlertPolicy(after_failures=2), run(T0, "receive"), deadline_skips(T0 + MINUTE, "receive"),
+                        run(T0 + 2 * MINUTE, "receive"))
+    assert kinds == [[], [], ["failure"]]
 
 
 def test_reminders_every_interval_while_failing() -> None:

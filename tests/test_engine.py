@@ -57,6 +57,12 @@ def test_skips_name_the_root_cause_not_the_check_in_between() -> None:
     for name in ("send", "receive", "cleanup"):
         assert results[f"route:a/{name}"].outcome is Outcome.SKIPPED
         assert results[f"route:a/{name}"].message == "login failed"
+        assert results[f"route:a/{name}"].unchecked  # the engine's skip: it says nothing of the check
+
+
+def test_a_check_that_skips_itself_is_not_unchecked() -> None:
+    results = run([Step(sid(A, "dkim"), lambda ctx: Finding(Outcome.SKIPPED, "no DKIM selector to check"))])
+    assert results["route:a/dkim"].outcome is Outcome.SKIPPED and not results["route:a/dkim"].unchecked
 
 
 def test_after_runs_whatever_the_outcome_and_sees_the_result() -> None:
@@ -100,7 +106,7 @@ def test_an_unexpected_exception_fails_only_its_own_step(caplog: pytest.LogCaptu
         results = run(steps)
     assert results["route:a/login"].outcome is Outcome.FAILED
     assert results["route:a/login"].message == "internal error: KeyError: 'missing'"
-    assert results["route:a/send"].outcome is Outcome.SKIPPED
+    assert results["route:a/send"].outcome is Outcome.SKIPPED and results["route:a/send"].unchecked
     assert all(results[f"route:b/{n}"].outcome is Outcome.OK for n in ("login", "send", "receive", "cleanup"))
     assert "route:a/login: internal error" in caplog.text and "Traceback" in caplog.text
 
@@ -138,6 +144,7 @@ def test_the_deadline_fails_what_runs_and_skips_what_never_started() -> None:
     assert results["route:a/receive"].message == "did not finish before the run deadline (0.3s)"
     assert results["route:a/cleanup"].outcome is Outcome.SKIPPED
     assert results["route:a/cleanup"].message == "run deadline reached first"
+    assert results["route:a/cleanup"].unchecked and not results["route:a/login"].unchecked
 
 
 def test_subjects_run_concurrently() -> None:

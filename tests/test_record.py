@@ -80,3 +80,32 @@ def test_a_usable_state_counts_failures_before_alerting(tmp_path: Path, ntfy: Fa
     assert ntfy.requests == [] and state.consecutive_failed_runs == 1
     record(config(ntfy, after_failures=2), failing_run(), store, Deadline(10), notify=True)
     assert len(ntfy.accepted) == 1 and store.load().queue == []
+
+
+def test_a_state_that_reads_but_cannot_be_saved_alerts_at_once(tmp_path: Path, ntfy: FakeNtfy,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full disk: every run reads the same saved state, so after_failures would never be counted up.
+    store = StateStore(tmp_path / "state.json")
+
+    def disk_full(state: object) -> None:
+        raise StateError(f"{store.path}: cannot write state: No space left on device")
+
+    monkeypatch.setattr(store, "save", disk_full)
+    with pytest.raises(StateError, match="No space left"):
+        record(config(ntfy, after_failures=3), failing_run(), store, Deadline(10), notify=True)
+    assert [m["title"] for m in ntfy.accepted] == ["Mail broken on mx1: self"]
+
+
+def test_a_lock_the_file_system_refuses_is_unavailable_not_another_run(tmp_path: Path, ntfy: FakeNtfy,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # NFS without lockd
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    store = StateStore(tmp_path / "state.json")
+    with pytest.raises(StateUnavailable, match="cannot lock: No locks available"):
+        record(config(ntfy, after_failures=3), failing_run(), store, Deadline(10), notify=True)
+    assert len(ntfy.accepted) == 1

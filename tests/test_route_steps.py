@@ -28,6 +28,7 @@ class World:
     delay: float = 0.05  # seconds from submission to the mail being visible
     folder: str = "INBOX"
     imap_login_error: Exception | None = None
+    imap_connect_error: Exception | None = None
     smtp_connect_error: Exception | None = None
     cleanup_error: Exception | None = None
     wait_timeouts: list[float] = field(default_factory=list)
@@ -48,6 +49,8 @@ class World:
 
 class FakeImap:
     def __init__(self, world: World, endpoint: ImapEndpoint, deadline: Deadline) -> None:
+        if world.imap_connect_error is not None:
+            raise world.imap_connect_error
         self.world = world
         self.certificate = Certificate(endpoint.label, NOT_AFTER, tls_version="TLSv1.3")
         self.folders: list[str] = ["INBOX", *endpoint.extra_folders]
@@ -184,6 +187,26 @@ def test_an_extra_folder_the_server_lacks_is_named_but_fails_nothing() -> None:
     imap_auth = result.routes[0].check("imap_auth")
     assert imap_auth is not None and imap_auth.message == "not watched, the server has no such folder: 'Junk'"
     assert result.routes[0].check("smtp_auth").message == ""  # type: ignore[union-attr]
+
+
+def test_tls_with_no_endpoint_reached_could_not_look_rather_than_had_nothing_to_check() -> None:
+    down = ConnectionRefusedError(111, "Connection refused")
+    result = run(World(imap_connect_error=down, smtp_connect_error=down))
+    tls = result.routes[0].check("tls")
+    assert tls is not None and tls.outcome is Outcome.SKIPPED and "no TLS session" in tls.message
+    assert tls.unchecked  # an alert about an expired certificate stays open: nothing was learnt
+
+
+def test_tls_on_plain_text_endpoints_by_choice_had_nothing_to_check() -> None:
+    cfg = config()
+    account = cfg.routes[0].sender
+    plain = replace(account, smtp=replace(account.smtp, tls="none", allow_plaintext=True),  # type: ignore[type-var]
+                    imap=replace(account.imap, tls="none", allow_plaintext=True))  # type: ignore[type-var]
+    cfg = replace(cfg, accounts={"self": plain}, routes=tuple(replace(r, sender=plain, recipient=plain)
+                                                              for r in cfg.routes))
+    tls = run(World(), cfg).routes[0].check("tls")
+    assert tls is not None and tls.outcome is Outcome.SKIPPED and "no TLS (allow_plaintext)" in tls.message
+    assert not tls.unchecked
 
 
 def test_mail_in_spam_and_slow_mail_are_warnings() -> None:

@@ -57,7 +57,7 @@ def test_the_sessions_report_the_negotiated_version(stack: MailStack):
         assert imap.tls_version in ("TLSv1.2", "TLSv1.3")
         assert smtp.tls_version == imap.tls_version  # the same OpenSSL on both daemons
         assert plain.tls_version is None
-        # What the tls check judges ("below TLS 1.2") and output reports comes with the certificate.
+        # The version the output reports comes with the certificate (below TLS 1.2 never connects).
         assert imap.certificate is not None and imap.certificate.tls_version == imap.tls_version
         assert smtp.certificate is not None and smtp.certificate.tls_version == smtp.tls_version
     finally:

@@ -365,6 +365,7 @@ class RouteChecks:
         warnings: list[str] = []
         notes: list[str] = []
         certificates: list[Certificate] = []
+        unreached = False  # a TLS endpoint without a session: the check could not look
         for step in (self.id("imap_auth"), self.id("smtp_auth")):
             result = ctx.result(step)
             handshake = result.detail if result is not None else None
@@ -383,10 +384,9 @@ class RouteChecks:
             certificate = handshake.certificate
             if certificate is None:
                 notes.append(f"{name}: no TLS session")
+                unreached = True
                 continue
             certificates.append(certificate)
-            if certificate.tls_version in ("TLSv1", "TLSv1.1", "SSLv3"):
-                warnings.append(f"{name}: negotiated {certificate.tls_version}, below TLS 1.2")
             days = (certificate.not_after - time.time()) / 86400
             text = f"{name}: certificate valid for {days:.0f} more days"
             if days < warn_days:
@@ -400,7 +400,9 @@ class RouteChecks:
             return Finding(Outcome.WARNING, "; ".join(warnings + notes), report)
         if certificates:
             return Finding(Outcome.OK, "; ".join(notes), report)
-        return Finding(Outcome.SKIPPED, "; ".join(notes) or "no endpoint was reached", report)
+        # Skipped: plain text by choice (nothing to check), or no session (could not look).
+        return Finding(Outcome.SKIPPED, "; ".join(notes) or "no endpoint was reached", report,
+                       unchecked=unreached or not notes)
 
 
 def log_in(session: Mailbox | Submitter, account: Account, endpoint: Endpoint, deadline: Deadline) -> None:
