@@ -92,11 +92,12 @@ def test_change_while_failing_sends_one_update() -> None:
     assert "Working again: self/receive" in last.message and "self/tls" in last.message
 
 
-def deadline_skips(at: float, check: str) -> RunResult:
-    """A healthy run in which ``check`` was not started before the run deadline."""
+def skipped(at: float, check: str, message: str = "run deadline reached first", *,
+            unchecked: bool = True) -> RunResult:
+    """A healthy run in which ``check`` was skipped: by the engine (the deadline), or by itself."""
     subject = Subject.route("self")
     return RunResult(started_at=at, duration=60.0, instance="mx1", checks=tuple(
-        CheckResult(subject, name, Outcome.SKIPPED, message="run deadline reached first", unchecked=True)
+        CheckResult(subject, name, Outcome.SKIPPED, message=message, unchecked=unchecked)
         if name == check else CheckResult(subject, name, Outcome.OK, 0.1)
         for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
 
@@ -111,7 +112,7 @@ def test_a_check_skipped_behind_a_new_failure_is_not_working_again() -> None:
 
 
 def test_an_alerted_check_not_run_before_the_deadline_neither_recovers_nor_alerts() -> None:
-    not_reached = deadline_skips(T0 + MINUTE, "receive")
+    not_reached = skipped(T0 + MINUTE, "receive")
     state, kinds = sequence(AlertPolicy(), run(T0, "receive"), not_reached, run(T0 + 2 * MINUTE))
     assert kinds == [["failure"], [], ["recovery"]]
     assert "after 2m" in state.queue[-1].message  # the outage ran on through the unchecked run
@@ -119,17 +120,18 @@ def test_an_alerted_check_not_run_before_the_deadline_neither_recovers_nor_alert
 
 def test_a_check_that_skips_itself_for_want_of_anything_to_check_has_healed() -> None:
     # e.g. dkim once failed, then its selectors were removed: "no DKIM selector to check".
-    subject = Subject.route("self")
-    nothing = RunResult(started_at=T0 + MINUTE, duration=1.0, instance="mx1", checks=tuple(
-        CheckResult(subject, name, Outcome.SKIPPED, message="nothing to check") if name == "tls"
-        else CheckResult(subject, name, Outcome.OK, 0.1)
-        for name in ("imap_auth", "smtp_auth", "send", "receive", "cleanup", "tls")))
+    nothing = skipped(T0 + MINUTE, "tls", "nothing to check", unchecked=False)
     _, kinds = sequence(AlertPolicy(), run(T0, "tls"), nothing, run(T0 + 2 * MINUTE, "receive"))
     assert kinds == [["failure"], ["recovery"], ["failure"]]  # the next outage is an outage of its own
 
 
+def test_an_unchecked_check_that_passed_when_it_last_ran_does_not_hold_the_recovery() -> None:
+    _, kinds = sequence(AlertPolicy(), run(T0, "receive"), skipped(T0 + MINUTE, "cleanup"))
+    assert kinds == [["failure"], ["recovery"]]
+
+
 def test_a_deadline_skip_neither_resets_nor_advances_the_count_before_the_alert() -> None:
-    _, kinds = sequence(AlertPolicy(after_failures=2), run(T0, "receive"), deadline_skips(T0 + MINUTE, "receive"),
+    _, kinds = sequence(AlertPolicy(after_failures=2), run(T0, "receive"), skipped(T0 + MINUTE, "receive"),
                         run(T0 + 2 * MINUTE, "receive"))
     assert kinds == [[], [], ["failure"]]
 

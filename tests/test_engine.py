@@ -61,8 +61,10 @@ def test_skips_name_the_root_cause_not_the_check_in_between() -> None:
 
 
 def test_a_check_that_skips_itself_is_not_unchecked() -> None:
-    results = run([Step(sid(A, "dkim"), lambda ctx: Finding(Outcome.SKIPPED, "no DKIM selector to check"))])
+    results = run([Step(sid(A, "dkim"), lambda ctx: Finding(Outcome.SKIPPED, "no DKIM selector to check")),
+                   Step(sid(A, "tls"), lambda ctx: Finding(Outcome.OK, unchecked=True))])
     assert results["route:a/dkim"].outcome is Outcome.SKIPPED and not results["route:a/dkim"].unchecked
+    assert not results["route:a/tls"].unchecked  # only a skip can be one that could not look
 
 
 def test_after_runs_whatever_the_outcome_and_sees_the_result() -> None:
