@@ -139,10 +139,10 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
     and saved again once the server accepted it. A crash in between can re-send one
     alert on the next run (same sequence id); it can never lose one.
 
-    A state that cannot be locked or read at all (its directory not writable, a file
-    from a newer version after a rollback) must not silence an outage: the run then
-    alerts as if it had no state, where every failing check alerts at once, since
-    nothing can be counted; the StateError still makes the run UNKNOWN.
+    A state that cannot be locked, read or saved (its directory not writable, a full
+    disk, a file from a newer version after a rollback) must not silence an outage:
+    nothing this run counts would be kept, so the run decides without counting
+    (:func:`_uncounted`); the StateError still makes the run UNKNOWN.
     """
     from mail_monitor.alerts import AlertPolicy
     from mail_monitor.state import State
@@ -157,9 +157,14 @@ def record(config: Config, result: RunResult, store: StateStore | None, deadline
             return _decide_and_deliver(config, result, store, previous, policy, deadline, notify)
     except StateUnavailable as exc:
         log.error("%s; alerting without the state: every failing check alerts, nothing is counted", exc)
-        _decide_and_deliver(config, result, None, State(), dataclasses.replace(policy, after_failures=1),
-                            deadline, notify)
+        _decide_and_deliver(config, result, None, State(), _uncounted(policy), deadline, notify)
         raise
+
+
+def _uncounted(policy: AlertPolicy) -> AlertPolicy:
+    """For a run whose counts cannot be kept: ``after_failures`` would never be reached, and
+    an outage must reach the phone, so every failing check alerts at once."""
+    return dataclasses.replace(policy, after_failures=1)
 
 
 def _decide_and_deliver(config: Config, result: RunResult, store: StateStore | None, previous: State,
@@ -174,10 +179,8 @@ def _decide_and_deliver(config: Config, result: RunResult, store: StateStore | N
         try:
             store.save(state)
         except StateError as exc:  # a full disk, a read-only file system
-            save_error = exc
-            # What this run counts is lost with the save, so after_failures would never be
-            # reached: decide as without a state. An outage must reach the phone.
-            state, new_alerts = evaluate(previous, result, dataclasses.replace(policy, after_failures=1), now)
+            save_error = exc  # what this run counts is lost with the save
+            state, new_alerts = evaluate(previous, result, _uncounted(policy), now)
     for alert in new_alerts:
         log.warning("alert %s (%s): %s", alert.id, alert.kind, alert.title)
     if notify and ntfy is not None and state.queue:
